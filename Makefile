@@ -1,0 +1,34 @@
+# plugvm: `make demo` and `make test` are the two commands a new user runs (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Every in-tree distribution besides the core, installed editable: each plugin and remote.
+DISTS := $(dir $(wildcard plugins/*/pyproject.toml remote/pyproject.toml))
+
+.PHONY: deps install guest lab-image test unit lab-tests demo clean
+
+# Debian packages the lab, the images and the tests need (installs only what is missing).
+deps:
+	@tools/install-deps
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml remote/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' $(foreach d,$(DISTS),-e $(d))
+	touch $@
+
+install: $(STAMP)
+
+guest: install
+	$(BIN)/plugvm-guest-image
+
+test: deps install guest
+	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/lab tests/e2e
+
+demo: deps install guest
+	$(BIN)/plugvm-lab -- $(BIN)/python demo/demo.py
+
+clean:
+	rm -rf build $(VENV)

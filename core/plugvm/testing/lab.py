@@ -1,0 +1,268 @@
+"""The lab: run a command where real Linux guests can run under KVM.
+
+On a host whose /dev/kvm is hardware VMX/SVM the command simply runs here. On
+PVM hosts (and hosts without KVM) it runs inside L1: Debian's generic kernel
+under QEMU's TCG emulator with an emulated AMD CPU that has SVM, whose kvm_amd
+gives a /dev/kvm with real SVM semantics. L1's root is the host's root,
+read-only over 9p, so the command sees the same paths, python and checkout;
+a per-run folder is shared read-write and mounted at its host path.
+
+L1 with more than one vCPU hung in 2 of 13 boots (nested-lab.md §3), so L1
+gets one vCPU, and a watchdog kills an L1 whose heartbeat stops and retries once.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from plugvm.testing import hostkvm, l1_image
+from plugvm.testing.debian import require
+from plugvm.testing.errors import LabError, LabHangError, LabTimeoutError
+from plugvm.testing.paths import build_dir
+
+UP, BEGIN, END, FAILED = "PLUGVM-LAB-UP", "PLUGVM-LAB-BEGIN", "PLUGVM-LAB-END rc=", "PLUGVM-LAB-FAILED"
+HEARTBEAT_SECONDS = 2
+# Variables that describe the host session rather than the command.
+_ENV_SKIP = {"HOME", "TMPDIR", "PWD", "OLDPWD", "SHLVL", "_", "TERM", "DISPLAY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+
+# Stage 2, PID 1 in L1 after switch_root (host's /bin/sh). A background loop
+# writes the heartbeat file that the host's watchdog reads.
+STAGE2 = """\
+#!/bin/sh
+R=@RESULTS@
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+( while :; do date +%s > $R/heartbeat; sleep @BEAT@; done ) &
+sleep 0.2
+echo "@UP@ uptime=$(cut -d' ' -f1 /proc/uptime)"
+echo "@BEGIN@"
+/bin/sh $R/command.sh </dev/null >/dev/console 2>&1
+rc=$?
+echo $rc > $R/rc
+printf '\\n@END@%s\\n' $rc
+dmesg > $R/dmesg.txt 2>&1
+sync
+echo o > /proc/sysrq-trigger
+sleep 60
+"""
+
+
+@dataclass
+class LabRun:
+    """The outcome of one lab command: its exit status and where the run left its files."""
+
+    returncode: int
+    mode: str                       # "l1" or "direct"
+    results: Path                   # shared with the command as $PLUGVM_LAB_RESULTS
+    log: Path | None = None         # L1's console, timestamped
+    attempts: int = 1
+    boot_seconds: float | None = None   # L1's QEMU start → L1 ready to run the command
+    seconds: float = 0.0
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.results, ignore_errors=True)
+
+
+class _Hung(Exception):
+    pass
+
+
+@dataclass
+class _Attempt:
+    """State the console reader shares with the watchdog."""
+
+    t0: float
+    up: float | None = None
+    rc: int | None = None
+    failed: str | None = None
+    tail: deque = field(default_factory=lambda: deque(maxlen=40))
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+class Lab:
+    """Runs commands in L1 (or directly on hardware KVM); see the module docstring."""
+
+    def __init__(self, *, memory: str = "4G", boot_timeout: float = 180.0, hang_seconds: float | None = None,
+                 status: Callable[[str], None] | None = None):
+        self.memory = memory
+        self.boot_timeout = boot_timeout
+        self.hang_seconds = hang_seconds or float(os.environ.get("PLUGVM_LAB_HANG_SECONDS", "60"))
+        self.status = status or (lambda msg: print(f"plugvm-lab: {msg}", file=sys.stderr, flush=True))
+        self.mode = "l1" if hostkvm.needs_l1() else "direct"
+        self.root = build_dir() / "lab"
+
+    def run(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 3600.0, output: Callable[[str], None] | None = None) -> LabRun:
+        """Run argv to completion and return its exit status. Its output (stdout and
+        stderr together) goes line by line to output (default: our stdout).
+        Raises LabError when the lab itself fails, never for the command's own failure."""
+        if not argv:
+            raise ValueError("no command given")
+        output = output or (lambda line: (sys.stdout.write(line), sys.stdout.flush()))
+        cwd = Path(cwd or Path.cwd()).absolute()
+        env = {**os.environ, **(env or {})}
+        start = time.monotonic()
+        if self.mode == "direct":
+            run = self._direct(argv, cwd, env, timeout, output)
+        else:
+            run = self._in_l1(argv, cwd, env, timeout, output)
+        run.seconds = time.monotonic() - start
+        return run
+
+    def _results_dir(self) -> Path:
+        (self.root / "runs").mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="run-", dir=self.root / "runs"))
+
+    def _direct(self, argv, cwd, env, timeout, output) -> LabRun:
+        results = self._results_dir()
+        env = {**env, hostkvm.IN_LAB_ENV: "direct", "PLUGVM_LAB_RESULTS": str(results)}
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                output(line)
+            rc = proc.wait()
+        finally:
+            timed_out = not timer.is_alive() and timer.finished.is_set() and rc < 0
+            timer.cancel()
+        if timed_out:
+            raise LabTimeoutError(f"the command did not finish within {timeout:.0f} s; killed it")
+        return LabRun(rc, "direct", results)
+
+    def _in_l1(self, argv, cwd, env, timeout, output) -> LabRun:
+        require("qemu-system-x86_64", "qemu-system-x86")
+        image = l1_image.build(self.root / "image", log=self.status)
+        deadline = time.monotonic() + timeout
+        hangs = []
+        for attempt in (1, 2):
+            results = self._results_dir()
+            self._write_scripts(results, argv, cwd, env, attempt)
+            try:
+                run = self._attempt(image, results, deadline, output)
+                run.attempts = attempt
+                return run
+            except _Hung as hung:
+                hangs.append(str(hung))
+                self.status(f"attempt {attempt}: {hung}")
+        raise LabHangError("L1 hung on both attempts: " + "; ".join(hangs))
+
+    def _write_scripts(self, results: Path, argv, cwd: Path, env: dict[str, str], attempt: int) -> None:
+        env = {k: v for k, v in env.items() if k not in _ENV_SKIP and k.isidentifier()}
+        env.update({hostkvm.IN_LAB_ENV: "l1", "PLUGVM_LAB_RESULTS": str(results), "PLUGVM_LAB_ATTEMPT": str(attempt),
+                    "HOME": "/run", "TMPDIR": "/tmp", "TERM": "dumb", "PYTHONDONTWRITEBYTECODE": "1"})
+        lines = ["cd " + shlex.quote(str(cwd)) + " || exit 125"]
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+        lines.append("exec " + shlex.join(argv))
+        (results / "command.sh").write_text("\n".join(lines) + "\n")
+        stage2 = (STAGE2.replace("@RESULTS@", shlex.quote(str(results))).replace("@BEAT@", str(HEARTBEAT_SECONDS))
+                  .replace("@UP@", UP).replace("@BEGIN@", BEGIN).replace("@END@", END))
+        (results / "stage2.sh").write_text(stage2)
+
+    def _qemu_argv(self, image: l1_image.L1Image, results: Path) -> list[str]:
+        return [
+            "qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-cpu", "qemu64,+svm,+npt", "-smp", "1",
+            "-m", self.memory, "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "stdio",
+            "-no-reboot", "-kernel", str(image.kernel), "-initrd", str(image.initramfs),
+            "-append", f"console=ttyS0 panic=-1 loglevel=1 plugvm.lab={results}",
+            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            "-virtfs", f"local,path={results},mount_tag=lab,security_model=none,multidevs=remap",
+        ]
+
+    def _attempt(self, image, results: Path, deadline: float, output) -> LabRun:
+        log_path = results / "l1-console.log"
+        state = _Attempt(time.monotonic())
+        # stdin must be given: QEMU's -serial stdio fails when stdin is closed (nested-lab.md §7).
+        proc = subprocess.Popen(self._qemu_argv(image, results), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        reader = threading.Thread(target=self._read_console, args=(proc, state, log_path, output), daemon=True)
+        reader.start()
+        try:
+            self._watch(proc, state, results, deadline)
+        finally:
+            try:
+                proc.wait(30)  # L1 powers itself off once the command is done
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            reader.join(10)
+        if state.rc is None:
+            why = state.failed or f"L1's QEMU exited with status {proc.returncode} before the command finished"
+            raise LabError(f"{why}; last lines of L1's console ({log_path}):\n" + "\n".join(state.tail))
+        return LabRun(state.rc, "l1", results, log_path, boot_seconds=state.up - state.t0 if state.up else None)
+
+    def _watch(self, proc: subprocess.Popen, state: _Attempt, results: Path, deadline: float) -> None:
+        heartbeat = results / "heartbeat"
+        with state.changed:
+            while proc.poll() is None:
+                state.changed.wait(0.5)
+                now = time.monotonic()
+                if state.rc is not None or state.failed:
+                    return
+                if now > deadline:
+                    proc.kill()
+                    raise LabTimeoutError(f"the command did not finish within the lab's time limit; killed L1 "
+                                          f"(pid {proc.pid})")
+                if state.up is None and now - state.t0 > self.boot_timeout:
+                    self._kill(proc, f"L1 did not come up within {self.boot_timeout:.0f} s")
+                if state.up is not None:
+                    try:
+                        age = time.time() - heartbeat.stat().st_mtime
+                    except FileNotFoundError:
+                        age = now - state.up
+                    if age > self.hang_seconds:
+                        self._kill(proc, f"L1's heartbeat stopped {age:.0f} s ago")
+
+    def _kill(self, proc: subprocess.Popen, why: str) -> None:
+        proc.kill()
+        proc.wait()
+        raise _Hung(f"{why}: killed L1's QEMU (pid {proc.pid})")
+
+    def _read_console(self, proc: subprocess.Popen, state: _Attempt, log_path: Path, output) -> None:
+        in_command = False
+        blank_pending = False   # the newline printed before the END marker is not the command's
+        with open(log_path, "w") as log:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                log.write(f"{time.monotonic() - state.t0:8.2f} {line}\n")
+                log.flush()
+                state.tail.append(line)
+                if in_command:
+                    if END in line:
+                        head, _, rc = line.partition(END)
+                        if head:
+                            output(head + "\n")
+                        with state.changed:
+                            state.rc = int(rc.strip() or 1)
+                            state.changed.notify_all()
+                        in_command = False
+                        continue
+                    if blank_pending:
+                        output("\n")
+                    blank_pending = line == ""
+                    if not blank_pending:
+                        output(line + "\n")
+                elif line.startswith(UP):
+                    with state.changed:
+                        state.up = time.monotonic()
+                        state.changed.notify_all()
+                    self.status(f"L1 up in {state.up - state.t0:.1f} s")
+                elif line == BEGIN:
+                    in_command = True
+                elif line.startswith(FAILED):
+                    with state.changed:
+                        state.failed = line
+                        state.changed.notify_all()
+        with state.changed:
+            state.changed.notify_all()

@@ -1,0 +1,69 @@
+"""plugvm's pytest plugin (entry point `plugvm` in pytest11): the `lab` marker,
+batching of lab tests into one L1 boot, and fixtures that boot the test guest.
+
+A test marked `lab` needs a host whose /dev/kvm runs real Linux guests. On
+hardware KVM, and inside L1, it runs as usual; elsewhere all lab tests of the
+session run together in L1 (see plugvm.testing.batch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from plugvm.testing import hostkvm
+from plugvm.testing.batch import Batch, Reporter
+from plugvm.testing.guest import Guest
+from plugvm.testing.guest_image import GuestImage
+from plugvm.testing.qemu import qemu_argv
+
+# VMMs the guest fixtures can start: name → (image, cpus, memory, extra args) → argv.
+LAUNCHERS: dict[str, Callable[..., list[str]]] = {
+    "qemu": lambda image, cpus, memory, extra: qemu_argv(image, cpus=cpus, memory=memory, extra=tuple(extra)),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("plugvm")
+    group.addoption("--lab-report", metavar="PATH", help="(used inside L1) write serialized reports to PATH")
+    group.addoption("--lab-timeout", type=float, default=1800.0, metavar="S",
+                    help="kill the lab batch after S seconds (default 1800)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab: needs a real-KVM host; runs in the lab's L1 where /dev/kvm is not "
+                                       "hardware, all such tests in one L1 boot")
+    report = config.getoption("lab_report")
+    if report:
+        config.pluginmanager.register(Reporter(config, report), "plugvm-lab-reporter")
+    elif hostkvm.needs_l1():
+        config.pluginmanager.register(Batch(config), "plugvm-lab-batch")
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    """The built test guest; fails (never skips) when it was not built."""
+    return GuestImage.load()
+
+
+@pytest.fixture
+def launch_guest(guest_image: GuestImage, tmp_path: Path):
+    """A factory: launch_guest(vmm="qemu", cpus=1, memory="512M", extra=(), wait=True) starts
+    the VMM on the test guest and returns a Guest whose .console takes commands.
+    Every guest still running at the end of the test is killed, and its console
+    transcript printed (pytest shows it when the test failed)."""
+    guests: list[Guest] = []
+
+    def launch(vmm: str = "qemu", cpus: int = 1, memory: str = "512M", extra=(), wait: bool = True) -> Guest:
+        argv = LAUNCHERS[vmm](guest_image, cpus, memory, extra)
+        guest = Guest(argv, guest_image, tmp_path / "logs", name=f"{vmm}{len(guests)}")
+        guests.append(guest)
+        return guest.wait_ready() if wait else guest
+
+    yield launch
+    for guest in guests:
+        guest.kill()
+        print(f"--- {guest.argv[0]} console ---\n{guest.console.text[-6000:]}")
+        print(f"--- {guest.argv[0]} stderr ---\n{guest.stderr()[-3000:]}")

@@ -1,0 +1,83 @@
+"""The lab itself, on this host: L1 boots, runs a command, hands back its status and
+output, and survives a hung L1. These tests boot L1 from the host (they are not
+`lab` tests, which run inside L1)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from plugvm.testing.errors import LabHangError
+from plugvm.testing.lab import Lab
+from plugvm.testing.paths import build_dir
+
+pytestmark = pytest.mark.skipif(Lab().mode == "direct", reason="hardware KVM here: commands run without an L1")
+
+
+def test_command_runs_in_l1_with_kvm_and_its_failure_comes_back():
+    script = ('echo kernel=$(uname -r); grep -qw svm /proc/cpuinfo && echo svm=yes; '
+              'test -c /dev/kvm && echo kvm=yes; echo in_lab=$PLUGVM_IN_LAB; '
+              'echo shared > "$PLUGVM_LAB_RESULTS/out.txt"; echo to-stderr >&2; exit 3')
+    proc = subprocess.run([sys.executable, "-m", "plugvm.testing.lab_cli", "--keep", "--", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stdout.splitlines()
+    host_kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
+    assert lines[0].startswith("kernel=") and lines[0] != f"kernel={host_kernel}"
+    assert lines[1:5] == ["svm=yes", "kvm=yes", "in_lab=l1", "to-stderr"]
+    assert "L1 up in" in proc.stderr and "command exited 3" in proc.stderr
+    kept = proc.stderr.split("run folder kept: ")[1].split()[0]
+    assert open(f"{kept}/out.txt").read() == "shared\n"
+
+
+def test_hung_l1_is_killed_by_pid_and_retried():
+    # Attempt 1 freezes L1 for real: a SCHED_FIFO busy loop, with RT throttling
+    # off, starves everything else on L1's only vCPU, heartbeat included.
+    script = ('if [ "$PLUGVM_LAB_ATTEMPT" = 1 ]; then echo -1 > /proc/sys/kernel/sched_rt_runtime_us; '
+              'exec chrt -f 99 sh -c "while :; do :; done"; fi; echo second attempt ran')
+    notes, lines = [], []
+    run = Lab(hang_seconds=12, status=notes.append).run(["sh", "-c", script], output=lines.append, timeout=600)
+    assert run.returncode == 0 and run.attempts == 2
+    assert lines[-1] == "second attempt ran\n"
+    assert any("heartbeat stopped" in n and "killed L1's QEMU (pid" in n for n in notes), notes
+    run.cleanup()
+
+
+def test_l1_that_never_comes_up_fails_after_one_retry():
+    notes = []
+    with pytest.raises(LabHangError, match="both attempts"):
+        Lab(boot_timeout=0.5, status=notes.append).run(["true"], output=lambda line: None)
+    assert sum("did not come up" in n for n in notes) == 2
+
+
+def test_pytest_lab_tests_run_as_one_batch_with_per_test_results_on_the_host():
+    folder = build_dir() / "scratch" / "batch-check"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test_sample.py").write_text(textwrap.dedent("""
+        import os
+        import pytest
+
+        def test_on_host():
+            assert "PLUGVM_IN_LAB" not in os.environ
+
+        @pytest.mark.lab
+        def test_in_lab():
+            assert os.environ["PLUGVM_IN_LAB"] == "l1"
+            assert os.path.exists("/dev/kvm")
+
+        @pytest.mark.lab
+        def test_in_lab_fails():
+            assert 6 * 7 == 41, "this failure must show on the host"
+    """))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(folder),
+                           str(folder / "test_sample.py")], capture_output=True, text=True, timeout=900,
+                          cwd=folder, env={**__import__("os").environ, "PLUGVM_BUILD_DIR": str(build_dir())})
+    out = proc.stdout
+    assert proc.returncode == 1, out
+    assert "test_sample.py::test_on_host PASSED" in out
+    assert "test_sample.py::test_in_lab PASSED" in out
+    assert "test_sample.py::test_in_lab_fails FAILED" in out
+    assert "this failure must show on the host" in out
+    assert "2 lab tests ran in one l1 batch" in out
+    assert "1 failed, 2 passed" in out

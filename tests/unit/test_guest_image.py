@@ -1,0 +1,53 @@
+"""The built guest image (make guest runs before the tests): its kernel and initramfs."""
+
+import gzip
+import json
+
+import pytest
+
+from plugvm.testing import guest_image
+from plugvm.testing.errors import ImageError
+from plugvm.testing.guest_image import GuestImage
+
+from test_cpio import parse_newc
+
+
+@pytest.fixture(scope="module")
+def image() -> GuestImage:
+    return GuestImage.load()
+
+
+def test_kernel_is_a_bzimage(image):
+    head = image.kernel.read_bytes()[:0x300]
+    assert head[0x202:0x206] == b"HdrS"  # Linux boot protocol header signature
+
+
+def test_initramfs_holds_init_busybox_and_every_module_in_dependency_order(image):
+    entries = {e["name"]: e for e in parse_newc(gzip.decompress(image.initramfs.read_bytes()))}
+    assert entries["init"]["data"] == b"bin/busybox"
+    assert "GUEST-READY" in entries["etc/init.d/rcS"]["data"].decode()
+    assert "auto_online_blocks" in entries["etc/init.d/rcS"]["data"].decode()
+    order = entries[f"lib/modules/{image.release}/load-order"]["data"].decode().split()
+    assert order == list(image.modules)
+    for wanted in guest_image.MODULES:
+        assert wanted in order
+        assert f"lib/modules/{image.release}/{wanted}.ko" in entries
+    # Dependencies come first.
+    assert order.index("virtio_ring") < order.index("virtio") < order.index("virtio_pci") < order.index("virtio_blk")
+    assert order.index("net_failover") < order.index("virtio_net")
+    assert order.index("vsock") < order.index("vmw_vsock_virtio_transport")
+
+
+def test_a_current_image_is_not_rebuilt(image):
+    before = image.initramfs.stat().st_mtime_ns
+    messages = []
+    guest_image.build(image.kernel.parent, log=messages.append)
+    assert image.initramfs.stat().st_mtime_ns == before
+    assert messages and "current" in messages[0]
+    manifest = json.loads((image.kernel.parent / "manifest.json").read_text())
+    assert manifest["inputs"]["kernel"].startswith("linux-image-") and "cloud-amd64" in manifest["inputs"]["kernel"]
+
+
+def test_missing_image_says_how_to_build_it(tmp_path):
+    with pytest.raises(ImageError, match="make guest"):
+        GuestImage.load(tmp_path)

@@ -1,0 +1,61 @@
+"""The lab's behaviour that needs no L1 boot: missing tools, direct mode, the L1 scripts."""
+
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from plugvm.testing import hostkvm
+from plugvm.testing.errors import LabTimeoutError, MissingToolError
+from plugvm.testing.lab import Lab
+
+
+def test_missing_qemu_is_one_line_naming_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv(hostkvm.MODE_ENV, "l1")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError) as err:
+        Lab().run(["true"])
+    assert "\n" not in str(err.value)
+    assert "qemu-system-x86_64" in str(err.value) and "qemu-system-x86" in str(err.value)
+
+
+def test_lab_cli_reports_a_missing_package_in_one_line(tmp_path):
+    env = {"PATH": str(tmp_path), hostkvm.MODE_ENV: "l1", "PLUGVM_BUILD_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "plugvm.testing.lab_cli", "--", "true"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 125
+    assert proc.stderr.strip().count("\n") == 0
+    assert "install the Debian package qemu-system-x86" in proc.stderr
+
+
+def test_direct_mode_returns_the_command_status_and_output(monkeypatch, tmp_path):
+    monkeypatch.setenv(hostkvm.MODE_ENV, "direct")
+    monkeypatch.setenv("PLUGVM_BUILD_DIR", str(tmp_path))
+    lines = []
+    run = Lab().run(["sh", "-c", 'echo out; echo err >&2; echo "$PLUGVM_IN_LAB" > "$PLUGVM_LAB_RESULTS/f"; exit 4'],
+                    output=lines.append)
+    assert run.returncode == 4 and run.mode == "direct"
+    assert sorted(lines) == ["err\n", "out\n"]
+    assert (run.results / "f").read_text() == "direct\n"
+
+
+def test_direct_mode_time_limit(monkeypatch, tmp_path):
+    monkeypatch.setenv(hostkvm.MODE_ENV, "direct")
+    monkeypatch.setenv("PLUGVM_BUILD_DIR", str(tmp_path))
+    with pytest.raises(LabTimeoutError):
+        Lab().run(["sleep", "30"], timeout=0.5, output=lambda line: None)
+
+
+def test_l1_command_script_keeps_cwd_env_and_argv(tmp_path):
+    lab = Lab()
+    lab._write_scripts(tmp_path, ["python3", "-c", "print('a b')"], tmp_path / "w d",
+                       {"KEEP": "it's here", "HOME": "/root", "BAD-NAME": "x"}, attempt=2)
+    script = (tmp_path / "command.sh").read_text()
+    assert script.splitlines()[0] == "cd " + shlex.quote(str(tmp_path / "w d")) + " || exit 125"
+    assert "export KEEP=" + shlex.quote("it's here") in script
+    assert "export HOME=/run" in script and "BAD-NAME" not in script
+    assert "export PLUGVM_LAB_ATTEMPT=2" in script
+    assert script.rstrip().endswith("exec python3 -c " + shlex.quote("print('a b')"))
+    stage2 = (tmp_path / "stage2.sh").read_text()
+    assert "PLUGVM-LAB-END rc=" in stage2 and str(tmp_path) in stage2
