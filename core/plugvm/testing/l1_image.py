@@ -44,12 +44,9 @@ mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
 mount --move /dev /newroot/dev
 mount -t tmpfs tmpfs /newroot/run
-mount -t tmpfs tmpfs /newroot/tmp
 mkdir -p /newroot/dev/shm /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
-# After the tmpfs mounts, so that a lab folder under /tmp is not hidden by them.
-mkdir -p /newroot$lab 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 lab /newroot$lab \\
   || { echo "PLUGVM-LAB-FAILED cannot mount the lab folder $lab"; poweroff -f; }
 exec switch_root /newroot /bin/sh $lab/stage2.sh

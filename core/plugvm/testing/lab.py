@@ -5,7 +5,8 @@ PVM hosts (and hosts without KVM) it runs inside L1: Debian's generic kernel
 under QEMU's TCG emulator with an emulated AMD CPU that has SVM, whose kvm_amd
 gives a /dev/kvm with real SVM semantics. L1's root is the host's root,
 read-only over 9p, so the command sees the same paths, python and checkout;
-a per-run folder is shared read-write and mounted at its host path.
+a per-run folder is shared read-write and mounted at its host path. The
+host's /tmp is visible (read-only, like the rest); TMPDIR points to a tmpfs.
 
 L1 with more than one vCPU hung in 2 of 13 boots (nested-lab.md §3), so L1
 gets one vCPU, and a watchdog kills an L1 whose heartbeat stops and retries once.
@@ -42,6 +43,7 @@ STAGE2 = """\
 #!/bin/sh
 R=@RESULTS@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mkdir -p /run/tmp
 ( while :; do date +%s > $R/heartbeat; sleep @BEAT@; done ) &
 sleep 0.2
 echo "@UP@ uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -161,7 +163,7 @@ class Lab:
     def _write_scripts(self, results: Path, argv, cwd: Path, env: dict[str, str], attempt: int) -> None:
         env = {k: v for k, v in env.items() if k not in _ENV_SKIP and k.isidentifier()}
         env.update({hostkvm.IN_LAB_ENV: "l1", "PLUGVM_LAB_RESULTS": str(results), "PLUGVM_LAB_ATTEMPT": str(attempt),
-                    "HOME": "/run", "TMPDIR": "/tmp", "TERM": "dumb", "PYTHONDONTWRITEBYTECODE": "1"})
+                    "HOME": "/run", "TMPDIR": "/run/tmp", "TERM": "dumb", "PYTHONDONTWRITEBYTECODE": "1"})
         lines = ["cd " + shlex.quote(str(cwd)) + " || exit 125"]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
         lines.append("exec " + shlex.join(argv))
