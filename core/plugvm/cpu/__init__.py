@@ -1,0 +1,1 @@
+"""Per-vCPU setup: CPUID, MSRs and the local APIC's LINT pins."""

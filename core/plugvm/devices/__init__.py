@@ -1,0 +1,1 @@
+"""The platform's built-in legacy devices (not plugins: every PC has them)."""

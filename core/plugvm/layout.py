@@ -1,0 +1,38 @@
+"""The x86-64 guest physical address map, cloud-hypervisor's (arch/src/x86_64/layout.rs;
+shared/reference/cloud-hypervisor-notes.md §3h), kept so that hotplug registers,
+AML and tooling written for cloud-hypervisor see the same machine."""
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+# Low memory.
+GDT_START = 0x500
+IDT_START = 0x520
+PVH_INFO_START = 0x6000
+PVH_MODLIST_START = 0x6040
+ZERO_PAGE_START = 0x7000          # bzImage boot_params (and the PVH memory map)
+BOOT_STACK_POINTER = 0x8FF0
+CMDLINE_START = 0x20000
+CMDLINE_MAX_SIZE = 64 * KiB
+EBDA_START = 0xA0000              # end of low RAM; the ACPI tables start here
+RSDP_POINTER = EBDA_START
+HIGH_RAM_START = 1 * MiB          # where the kernel is loaded
+
+# The 32-bit hole below 4 GiB.
+MEM_32BIT_RESERVED_START = 0xC000_0000
+MEM_32BIT_DEVICES_START = MEM_32BIT_RESERVED_START
+MEM_32BIT_DEVICES_SIZE = 640 * MiB
+PCI_MMCONFIG_START = 0xE800_0000
+PCI_MMCONFIG_SIZE = 256 * MiB
+KVM_TSS_ADDRESS = 0xF800_0000
+KVM_IDENTITY_MAP_START = 0xF800_3000
+IOAPIC_START = 0xFEC0_0000
+APIC_START = 0xFEE0_0000
+RAM_64BIT_START = 4 * GiB
+
+# Legacy I/O ports.
+SERIAL_PORT_COM1 = 0x3F8
+SERIAL_IRQ_COM1 = 4
+I8042_PORT = 0x61                 # 0x61..0x64: port B and the keyboard controller
+CMOS_PORT = 0x70
+ACPI_SLEEP_PORT = 0x600           # sleep control/status and reset register (FADT)
+ACPI_PM_TIMER_PORT = 0x608

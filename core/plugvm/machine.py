@@ -1,0 +1,164 @@
+"""One boot of a VM: KVM objects, memory, platform devices, vCPUs, built from a VmConfig.
+
+A guest reboot throws the Machine away and builds a new one from the same
+configuration (vmm.py), so nothing of a previous boot can leak into the next.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import structlog
+
+from plugvm import acpi, layout
+from plugvm.boot.cpu_state import setup_boot_vcpu
+from plugvm.boot.loader import load_kernel
+from plugvm.bus import Bus
+from plugvm.cpu import cpuid, lapic, msrs
+from plugvm.devices.acpi_pm import PmTimer, SleepResetRegister
+from plugvm.devices.cmos import Cmos
+from plugvm.devices.i8042 import I8042
+from plugvm.devices.serial import Serial
+from plugvm.kvm import KvmError
+from plugvm.memory import GuestMemory
+from plugvm.vcpu_thread import VcpuThread
+
+log = structlog.get_logger(__name__)
+FPU_CONTROL_WORD = 0x37F     # the x87 default after FNINIT
+MXCSR_DEFAULT = 0x1F80       # all SSE exceptions masked
+
+
+IOAPIC_PINS = 24
+
+
+def legacy_routes() -> list[tuple[int, str, int]]:
+    """ISA interrupts to both 8259s and the IOAPIC, with the PIT's GSI 0 on IOAPIC pin 2,
+    as on a PC and as the MADT's interrupt source override says (KVM's default
+    routing would put it on pin 0)."""
+    routes = [(i, "pic_master", i) for i in range(8) if i != 2]
+    routes += [(i, "pic_slave", i - 8) for i in range(8, 16)]
+    routes += [(i, "ioapic", 2 if i == 0 else i) for i in range(IOAPIC_PINS) if i != 2]
+    return routes
+
+
+class Outcome:
+    """How the run ended: 'poweroff', 'reset' or 'error' (with a message). First one wins."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.kind: str | None = None
+        self.message = ""
+
+    def set(self, kind: str, message: str = "") -> None:
+        if not self._event.is_set():
+            self.kind, self.message = kind, message
+            self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+@dataclass
+class _Slots:
+    next: int = 0
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
+class Machine:
+    """Builds the VM; run() starts the vCPUs and returns the Outcome once they stopped."""
+
+    def __init__(self, kvm, config, serial_backend, supported_cpuid):
+        self.config = config
+        self.outcome = Outcome()
+        self.vm = kvm.create_vm()
+        self.memory = None
+        self.vcpus = []
+        try:
+            self._build(kvm, serial_backend, supported_cpuid)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, kvm, serial_backend, supported_cpuid) -> None:
+        cfg, vm = self.config, self.vm
+        vm.set_tss_addr(layout.KVM_TSS_ADDRESS)
+        vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_START)
+        vm.create_irqchip()
+        vm.set_gsi_routing(legacy_routes())
+        vm.create_pit2()
+        if kvm.check_extension("KVM_CAP_EXIT_ON_EMULATION_FAILURE"):
+            # Emulation failures then report the instruction bytes (see vcpu_thread).
+            vm.enable_cap("KVM_CAP_EXIT_ON_EMULATION_FAILURE", 1)
+
+        self.memory = GuestMemory(cfg.memory.size)
+        slots = _Slots()
+        for region in self.memory.regions:
+            vm.map_memory(slots.take(), region.guest_addr, region.mapping)
+
+        self.pio, self.mmio = Bus("pio"), Bus("mmio")
+        if cfg.serial.mode != "off":
+            com1 = Serial(serial_backend.write, lambda: self._pulse(layout.SERIAL_IRQ_COM1))
+            self.pio.insert(layout.SERIAL_PORT_COM1, 8, com1)
+            serial_backend.attach(com1)
+        self.pio.insert(layout.I8042_PORT, 4, I8042(self.request_reset))
+        self.pio.insert(layout.CMOS_PORT, 2, Cmos())
+        self.pio.insert(layout.ACPI_SLEEP_PORT, 1, SleepResetRegister(self.request_poweroff, self.request_reset))
+        self.pio.insert(layout.ACPI_PM_TIMER_PORT, 4, PmTimer())
+
+        boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
+        tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER))
+        self.memory.write(tables.rsdp_addr, tables.blob)
+        payload = cfg.payload
+        entry = load_kernel(self.memory, payload.kernel, payload.initramfs, payload.cmdline or "", tables.rsdp_addr)
+
+        for index in range(boot):
+            vcpu = vm.create_vcpu(index)
+            self.vcpus.append(vcpu)
+            vcpu.set_cpuid(cpuid.for_vcpu(supported_cpuid, index, max_vcpus))
+            try:
+                vcpu.set_msrs(msrs.BOOT_MSRS)
+            except KvmError as e:
+                log.info("boot MSRs not all accepted", error=str(e))
+            lapic.set_lint(vcpu)
+            vcpu.set_fpu(FPU_CONTROL_WORD, MXCSR_DEFAULT)
+        setup_boot_vcpu(self.vcpus[0], self.memory, entry)
+
+    def _pulse(self, irq: int) -> None:
+        """An edge on an ISA interrupt line."""
+        self.vm.irq_line(irq, 1)
+        self.vm.irq_line(irq, 0)
+
+    def request_poweroff(self) -> None:
+        self.outcome.set("poweroff")
+
+    def request_reset(self) -> None:
+        self.outcome.set("reset")
+
+    def run(self) -> Outcome:
+        threads = [VcpuThread(v, self.pio, self.mmio, self.outcome) for v in self.vcpus]
+        for t in threads:
+            t.start()
+        try:
+            while not self.outcome.wait(0.5):
+                pass
+        finally:
+            for t in threads:
+                t.kick()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)
+                    t.kick()
+        return self.outcome
+
+    def close(self) -> None:
+        for vcpu in self.vcpus:
+            vcpu.close()
+        self.vcpus = []
+        if self.memory is not None:
+            self.memory.close()
+            self.memory = None
+        self.vm.close()
