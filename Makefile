@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Every in-tree distribution besides the core, installed editable: each plugin and remote.
 DISTS := $(dir $(wildcard plugins/*/pyproject.toml remote/pyproject.toml))
 
-.PHONY: deps install guest lab-image test unit lab-tests demo clean
+.PHONY: deps install guest test demo bench clean
 
 # Debian packages the lab, the images and the tests need (installs only what is missing).
 deps:
@@ -24,11 +24,14 @@ guest: install
 	$(BIN)/plugvm-guest-image
 
 test: deps install guest
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit tests/host
 	$(BIN)/pytest tests/lab tests/e2e
 
 demo: deps install guest
 	$(BIN)/plugvm-lab -- $(BIN)/python demo/demo.py
+
+bench: deps install guest
+	$(BIN)/python bench/boot.py
 
 clean:
 	rm -rf build $(VENV)

@@ -110,7 +110,8 @@ class Machine:
         self.pio.insert(layout.ACPI_PM_TIMER_PORT, 4, PmTimer())
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
-        tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER))
+        tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
+                                                 com1=cfg.serial.mode != "off"))
         self.memory.write(tables.rsdp_addr, tables.blob)
         payload = cfg.payload
         entry = load_kernel(self.memory, payload.kernel, payload.initramfs, payload.cmdline or "", tables.rsdp_addr)

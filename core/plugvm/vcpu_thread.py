@@ -18,10 +18,6 @@ log = structlog.get_logger(__name__)
 KICK_SIGNAL = signal.SIGUSR1   # interrupts a vCPU's KVM_RUN; its handler does nothing
 
 
-class VcpuError:
-    """Why a vCPU stopped the VM with an error (the message for the user)."""
-
-
 def describe_internal_error(exit: exits.InternalError, rip: int | None) -> str:
     where = f" at RIP {rip:#x}" if rip is not None else ""
     what = f"instruction bytes {exit.insn_bytes.hex(' ')}" if exit.insn_bytes else "no instruction bytes reported"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IoExit:
     """A port access: `data` is the run page's own buffer (count*size bytes), so an
     IN is answered by writing into it before the next KVM_RUN."""
@@ -17,7 +17,7 @@ class IoExit:
     data: memoryview
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MmioExit:
     """A memory access to an address no memory slot backs; `data` as for IoExit."""
 
@@ -26,29 +26,29 @@ class MmioExit:
     data: memoryview
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Interrupted:
     """KVM_RUN returned early: a signal, or immediate_exit was set."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Halt:
     """The vCPU halted (only seen without an in-kernel LAPIC)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """A triple fault: on a PC the machine resets."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SystemEvent:
     """KVM_SYSTEM_EVENT_SHUTDOWN, _RESET or _CRASH."""
 
     kind: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InternalError:
     """KVM could not handle the exit; for emulation failures, the instruction bytes."""
 
@@ -57,12 +57,12 @@ class InternalError:
     data: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FailEntry:
     hardware_reason: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unhandled:
     reason: int
 

@@ -9,7 +9,6 @@ session run together in L1 (see plugvm.testing.batch).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -17,12 +16,7 @@ from plugvm.testing import hostkvm
 from plugvm.testing.batch import Batch, Reporter
 from plugvm.testing.guest import Guest
 from plugvm.testing.guest_image import GuestImage
-from plugvm.testing.qemu import qemu_argv
-
-# VMMs the guest fixtures can start: name → (image, cpus, memory, extra args) → argv.
-LAUNCHERS: dict[str, Callable[..., list[str]]] = {
-    "qemu": lambda image, cpus, memory, extra: qemu_argv(image, cpus=cpus, memory=memory, extra=tuple(extra)),
-}
+from plugvm.testing.vmms import LAUNCHERS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,7 +50,7 @@ def launch_guest(guest_image: GuestImage, tmp_path: Path):
     transcript printed (pytest shows it when the test failed)."""
     guests: list[Guest] = []
 
-    def launch(vmm: str = "qemu", cpus: int = 1, memory: str = "512M", extra=(), wait: bool = True) -> Guest:
+    def launch(vmm: str = "qemu", cpus: int | str = 1, memory: str = "512M", extra=(), wait: bool = True) -> Guest:
         argv = LAUNCHERS[vmm](guest_image, cpus, memory, extra)
         guest = Guest(argv, guest_image, tmp_path / "logs", name=f"{vmm}{len(guests)}")
         guests.append(guest)

@@ -1,0 +1,109 @@
+"""plugvm's command line, in cloud-hypervisor's syntax (notes §2.2), into a CliConfig.
+
+argparse reads the options; its errors become ConfigError instead of usage-and-exit-2,
+so the caller prints one line and exits 1. -h/--help and --version print and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from plugvm import __version__
+from plugvm.config.api_socket import ApiSocketConfig, parse_api_socket
+from plugvm.config.console import parse_console, parse_serial
+from plugvm.config.cpus import CpusConfig
+from plugvm.config.errors import ConfigError
+from plugvm.config.memory import MemoryConfig
+from plugvm.config.payload import CLI_NAMES, PayloadConfig
+from plugvm.config.vm import VmConfig
+
+# ch's clap group "vm-config", which requires a payload (--kernel).
+VM_OPTIONS = ("--cpus", "--memory", "--initramfs", "--cmdline", "--serial", "--console")
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    """What plugvm was asked to do. vm is None without --kernel: as with ch, the VMM then
+    only serves the API (a VM may be created through it)."""
+
+    vm: VmConfig | None
+    api_socket: ApiSocketConfig | None = None
+    log_file: Path | None = None
+    verbosity: int = 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(message.removeprefix("argument "))
+
+
+class _Once(argparse.Action):
+    """Stores the value, refusing a second one as clap does for ch's single-valued options."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest) is not None:
+            raise ConfigError(f"{option_string}: given more than once ({getattr(namespace, self.dest)!r}, "
+                              f"then {values!r})")
+        setattr(namespace, self.dest, values)
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="plugvm", allow_abbrev=False,
+                description="A virtual machine monitor for Linux/KVM in which every device type is a plugin. "
+                            "Options as cloud-hypervisor's. Without --kernel, only the API is served.")
+    once = {"action": _Once, "default": None}
+    p.add_argument("--kernel", **once, metavar="PATH", help="bzImage, or ELF vmlinux with a PVH note")
+    p.add_argument("--initramfs", **once, metavar="PATH", help="initramfs image")
+    p.add_argument("--cmdline", **once, metavar="STR", help="kernel command line")
+    p.add_argument("--cpus", **once, help="boot=N,max=N,topology=T:C:D:P,kvm_hyperv=on|off,max_phys_bits=N,"
+                                          "affinity=[V@[CPUS],...],features=[amx],nested=on|off,"
+                                          "core_scheduling=vm|vcpu|off (default boot=1,max_phys_bits=46)")
+    p.add_argument("--memory", **once, help="size=SIZE,mergeable=on|off,shared=on|off,hugepages=on|off,"
+                                            "hugepage_size=SIZE,hotplug_method=acpi|virtio-mem,hotplug_size=SIZE,"
+                                            "hotplugged_size=SIZE,prefault=on|off,reserve=on|off,thp=on|off "
+                                            "(default size=512M)")
+    p.add_argument("--serial", **once, help="off|null|tty|file=PATH (default null; ch's pty and socket=PATH "
+                                            "are not available yet)")
+    p.add_argument("--console", **once, help="off (the default: plugvm has no virtio-console yet)")
+    p.add_argument("--api-socket", **once, metavar="path=PATH|fd=N|PATH", help="HTTP API on a UNIX socket")
+    p.add_argument("--log-file", **once, metavar="PATH", help="log here instead of standard error")
+    p.add_argument("-v", action="count", default=0, dest="verbosity", help="more log output (-vv: debug)")
+    p.add_argument("--version", action="version", version=f"plugvm {__version__}")
+    return p
+
+
+def parse_cli(argv: list[str]) -> CliConfig:
+    """argv without the program name. Raises ConfigError naming the option for any bad input."""
+    args, extra = _parser().parse_known_args(argv)
+    if extra:
+        if extra[0].startswith("-"):
+            raise ConfigError(f"{extra[0]}: unknown option")
+        raise ConfigError(f"{extra[0]!r}: unexpected argument (plugvm takes only options)")
+    api_socket = None if args.api_socket is None else parse_api_socket(args.api_socket)
+    log_file = _path("--log-file", args.log_file)
+    if args.kernel is None:
+        given = [option for option in VM_OPTIONS if getattr(args, _dest(option)) is not None]
+        if given:
+            raise ConfigError(f"--kernel: required with {', '.join(given)} (VM options need a kernel to boot)")
+        return CliConfig(vm=None, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
+    cpus = CpusConfig() if args.cpus is None else CpusConfig.parse(args.cpus)
+    memory = MemoryConfig() if args.memory is None else MemoryConfig.parse(args.memory)
+    serial = parse_serial("null" if args.serial is None else args.serial)
+    console = parse_console("off" if args.console is None else args.console)
+    payload = PayloadConfig(kernel=_path("--kernel", args.kernel), initramfs=_path("--initramfs", args.initramfs),
+                            cmdline=args.cmdline)
+    payload.validate(CLI_NAMES)
+    vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console)
+    return CliConfig(vm=vm, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
+
+
+def _dest(option: str) -> str:
+    return option.removeprefix("--").replace("-", "_")
+
+
+def _path(option: str, value: str | None) -> Path | None:
+    if value == "":
+        raise ConfigError(f"{option}: the path is empty")
+    return None if value is None else Path(value)

@@ -1,0 +1,52 @@
+"""The VM's configuration: the same dataclasses whether it comes from the command line or
+from cloud-hypervisor's JSON body (VmConfig in notes §1.4, with ch's field names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plugvm.config import console as consoles
+from plugvm.config.console import ConsoleConfig, ConsoleMode
+from plugvm.config.cpus import CpusConfig
+from plugvm.config.errors import Where
+from plugvm.config.json_fields import JsonObject
+from plugvm.config.memory import MemoryConfig
+from plugvm.config.payload import PayloadConfig
+
+JSON = Where("VmConfig", json=True)
+_ABSENT = object()     # a part left out of the body (null is refused: ch's parts are not Options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmConfig:
+    """Everything needed to build and boot one VM. Parts not given take ch's defaults,
+    except the console, which is off while plugvm has no virtio-console."""
+
+    payload: PayloadConfig
+    cpus: CpusConfig = field(default_factory=CpusConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    serial: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(mode=ConsoleMode.NULL))
+    console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(mode=ConsoleMode.OFF))
+
+    @classmethod
+    def from_json(cls, body: object) -> VmConfig:
+        """A parsed JSON body (vm.create), checked as the command line is; unknown fields are
+        refused, and each part not given takes its default, as ch's serde does."""
+        j = JsonObject(body, JSON)
+        # Each part is named on its own in errors (`cpus: ...`), as ch's API documents them.
+        payload = j.object("payload", where=Where("payload", json=True))
+        cpus, memory, serial, console = (j.object(name, _ABSENT, Where(name, json=True))
+                                         for name in ("cpus", "memory", "serial", "console"))
+        j.close()
+        return cls(
+            payload=PayloadConfig.from_json(payload),
+            cpus=CpusConfig() if cpus is _ABSENT else CpusConfig.from_json(cpus),
+            memory=MemoryConfig() if memory is _ABSENT else MemoryConfig.from_json(memory),
+            serial=ConsoleConfig(mode=ConsoleMode.NULL) if serial is _ABSENT else consoles.serial_from_json(serial),
+            console=ConsoleConfig(mode=ConsoleMode.OFF) if console is _ABSENT else consoles.console_from_json(console),
+        )
+
+    def to_json(self) -> dict:
+        """The JSON body ch would send for this VM, which from_json() reads back unchanged."""
+        return {"cpus": self.cpus.to_json(), "memory": self.memory.to_json(), "payload": self.payload.to_json(),
+                "serial": self.serial.to_json(), "console": self.console.to_json()}
