@@ -1,7 +1,8 @@
 """The demo: boot the test guest and show a scripted session on its console.
 
-`make demo` runs this in the lab (or directly on a hardware-KVM host). For now
-the VMM is QEMU, the reference; it switches to plugvm as the core lands.
+`make demo` runs this in the lab (or directly on a hardware-KVM host), with plugvm
+as the VMM: two vCPUs booted of four possible, 512 MiB, the console on the serial
+port; then a poweroff that ends plugvm with status 0.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from plugvm.testing.guest import Guest
 from plugvm.testing.guest_image import GuestImage
-from plugvm.testing.qemu import qemu_argv
+from plugvm.testing.vmms import plugvm_argv
 
 SESSION = [
     "uname -a",
@@ -23,12 +24,14 @@ SESSION = [
     "ls /sys/bus/pci/devices",
     "cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' '",
     "dmesg | grep -m1 'Hypervisor detected'",
+    "cat /sys/devices/system/cpu/online /sys/devices/system/cpu/possible",
+    "ls /sys/firmware/acpi/tables",
 ]
 
 
 def main() -> int:
     image = GuestImage.load()
-    argv = qemu_argv(image, cpus=2, memory="512M")
+    argv = plugvm_argv(image, "boot=2,max=4", "512M")
     print(f"demo: booting {image.release} under: {' '.join(argv)}", flush=True)
     guest = Guest(argv, image, Path(tempfile.mkdtemp(prefix="plugvm-demo-")))
     try:

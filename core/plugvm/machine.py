@@ -51,6 +51,7 @@ class Outcome:
         self.message = ""
 
     def set(self, kind: str, message: str = "") -> None:
+        log.debug("vm outcome", kind=kind, message=message)
         if not self._event.is_set():
             self.kind, self.message = kind, message
             self._event.set()
@@ -153,6 +154,7 @@ class Machine:
                 while t.is_alive():
                     t.join(0.1)
                     t.kick()
+            log.debug("vcpus stopped", outcome=self.outcome.kind)
         return self.outcome
 
     def close(self) -> None:

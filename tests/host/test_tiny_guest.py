@@ -73,3 +73,23 @@ def test_pvh_elf_gets_hvm_start_info_and_its_command_line(tmp_path):
     proc = plugvm("--kernel", str(kernel), "--memory", "size=64M", "--serial", "tty", "--cmdline", "pvh says hi")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "pvh says hi"
+
+
+def test_guest_reset_rebuilds_the_vm_and_boots_again(tmp_path):
+    # The tiny guest prints, then writes the FADT's reset value to the reset register:
+    # each reset must rebuild the VM from its configuration and boot the kernel again.
+    image = bytearray(bzimage(b"boot\n"))
+    image[1024 + 21:1024 + 23] = b"\xb0\x01"          # mov al, 1 (reset) instead of S5
+    kernel = tmp_path / "reset.bzImage"
+    kernel.write_bytes(bytes(image))
+    log = tmp_path / "plugvm.log"
+    proc = subprocess.Popen([sys.executable, "-m", "plugvm.cli", "--kernel", str(kernel), "--memory", "size=64M",
+                             "--serial", "tty", "-v", "--log-file", str(log)],
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout.read(15) == b"boot\nboot\nboot\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    text = log.read_text()
+    assert "guest reset; rebuilding the VM" in text and "boot=3" in text

@@ -1,0 +1,87 @@
+"""Boot benchmarks (a script, not a test).
+
+    .venv/bin/python bench/boot.py [--runs 3]
+
+1. On this host's own /dev/kvm: plugvm's start-up (exec → the first byte the guest
+   prints, a few instructions after its first one) and its RSS beyond guest RAM,
+   with the tiny hand-made guest.
+2. In the lab (or directly on hardware KVM): process start → GUEST-READY for plugvm
+   and for QEMU (q35) on the same Debian guest, alternating, min/median and the ratio.
+   Lab timings are TCG-emulated: only the ratio means anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from plugvm.testing.guest import Guest
+from plugvm.testing.guest_image import GuestImage
+from plugvm.testing.lab import Lab
+from plugvm.testing.vmms import plugvm_argv
+from plugvm.testing.qemu import qemu_argv
+from plugvm.testing.tiny_kernel import bzimage
+
+
+def host_startup(runs: int) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="plugvm-bench-"))
+    kernel = folder / "tiny.bzImage"
+    kernel.write_bytes(bzimage(b"!", poweroff=False))
+    argv = [sys.executable, "-m", "plugvm.cli", "--kernel", str(kernel), "--memory", "size=512M", "--serial", "tty"]
+    startup, overhead = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        proc.stdout.read(1)
+        startup.append(time.perf_counter() - start)
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+        kib = {k: int(status[k].split()[0]) for k in ("VmRSS", "RssShmem")}
+        overhead.append((kib["VmRSS"] - kib["RssShmem"]) / 1024)   # guest RAM is the memfd: shared
+        proc.kill()
+        proc.wait()
+    print(f"host ({os.uname().release}): plugvm exec → first guest output: "
+          f"min {min(startup) * 1e3:.0f} ms, median {statistics.median(startup) * 1e3:.0f} ms; "
+          f"RSS beyond guest RAM: median {statistics.median(overhead):.1f} MiB ({runs} runs)")
+
+
+def guest_boots(runs: int) -> None:
+    image = GuestImage.load()
+    logs = Path(tempfile.mkdtemp(prefix="plugvm-bench-"))
+    times: dict[str, list[float]] = {"plugvm": [], "qemu": []}
+    for i in range(runs):
+        for vmm, argv in (("plugvm", plugvm_argv(image, 1, "512M")), ("qemu", qemu_argv(image, cpus=1))):
+            guest = Guest(argv, image, logs, name=f"{vmm}{i}")
+            try:
+                guest.wait_ready(300)
+                times[vmm].append(guest.boot_seconds)
+                guest.poweroff()
+            finally:
+                guest.kill()
+    for vmm, t in times.items():
+        print(f"{vmm:7s} start → GUEST-READY (1 vCPU, 512 MiB): min {min(t):.2f} s, "
+              f"median {statistics.median(t):.2f} s over {runs} runs")
+    ratio = statistics.median(times["plugvm"]) / statistics.median(times["qemu"])
+    print(f"ratio plugvm/qemu (median): {ratio:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--guest-only", action="store_true", help=argparse.SUPPRESS)  # the lab half
+    args = parser.parse_args()
+    if args.guest_only:
+        guest_boots(args.runs)
+        return 0
+    host_startup(max(args.runs, 5))
+    run = Lab().run([sys.executable, __file__, "--guest-only", "--runs", str(args.runs)])
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
