@@ -5,22 +5,27 @@ That run writes each test report, serialized by pytest's own hooks (as
 pytest-xdist does), to a file in the lab's shared folder; the host then logs
 them as if its own items had run. A lab that cannot start fails every lab test
 loudly with the reason: a skip would hide that nothing was tested.
+
+When L1 hangs (see lab.py), the batch resumes in a fresh L1 with only the tests
+that had not finished: a hang late in a long batch costs one test, not all of them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from plugvm.testing.errors import TestingError
+from plugvm.testing.errors import LabHangError, TestingError
 from plugvm.testing.lab import Lab, LabRun
 from plugvm.testing.paths import build_dir
 
 REPORTS = "pytest-reports.jsonl"
+BATCH_ATTEMPTS = 3
 
 
 class Reporter:
@@ -71,40 +76,65 @@ class Batch:
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 
-    def _inner_argv(self, report_path: str) -> list[str]:
+    def _inner_argv(self, report_path: str, nodeids: list[str]) -> list[str]:
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(self.config.rootpath),
                 "--lab-report", report_path, "-o", "addopts=", "-q", "-rfE"]
         if self.config.inipath:
             argv += ["-c", str(self.config.inipath)]
-        return argv + self.order
+        return argv + nodeids
 
     def _run_batch(self) -> None:
         self.reports = {}
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        lab = Lab(status=lambda msg: self._note(f"lab: {msg}"))
+        lab = Lab(status=lambda msg: self._note(f"lab: {msg}"), attempts=1)
+        remaining = list(self.order)
         with open(self.log, "w") as log:
             def output(line: str) -> None:
                 log.write(line)
                 log.flush()
-            try:
-                self.run = lab.run(self._inner_argv(f"${{PLUGVM_LAB_RESULTS}}/{REPORTS}"),
-                                   cwd=self.config.rootpath, output=output,
-                                   timeout=self.config.getoption("lab_timeout"))
-            except TestingError as e:
-                self.problems.append(f"the lab could not run the batch: {e}")
+            for attempt in range(1, BATCH_ATTEMPTS + 1):
+                argv = self._inner_argv(f"${{PLUGVM_LAB_RESULTS}}/{REPORTS}", remaining)
+                try:
+                    self.run = lab.run(argv, cwd=self.config.rootpath, output=output,
+                                       timeout=self.config.getoption("lab_timeout"))
+                except LabHangError as e:
+                    self.problems.append(f"attempt {attempt}: {e}")
+                    for folder in e.results:
+                        self._collect(folder)
+                        shutil.rmtree(folder, ignore_errors=True)
+                    remaining = [n for n in remaining if not self._finished(n)]
+                    if remaining:
+                        self._note(f"lab: L1 hung; resuming the batch with {len(remaining)} unfinished tests")
+                        continue
+                    return
+                except TestingError as e:
+                    self.problems.append(f"the lab could not run the batch: {e}")
+                    return
+                self.run.attempts = attempt
+                self._collect(self.run.results)
+                self.problems.append(f"the batch in L1 exited {self.run.returncode}; its output is in {self.log}")
+                self.run.cleanup()
                 return
+
+    def _finished(self, nodeid: str) -> bool:
+        return any(r.when == "teardown" for r in self.reports.get(nodeid, []))
+
+    def _collect(self, folder: Path) -> None:
+        """Take the reports of the tests that finished in this run; drop a half-run test's."""
         try:
-            lines = (self.run.results / REPORTS).read_text().splitlines()
+            lines = (folder / REPORTS).read_text().splitlines()
         except FileNotFoundError:
-            lines = []
+            return
+        found: dict[str, list] = {}
         for line in lines:
             report = self.config.hook.pytest_report_from_serializable(config=self.config, data=json.loads(line))
             if isinstance(report, pytest.CollectReport):
                 self.problems.append(f"collecting {report.nodeid} in L1 failed:\n{report.longreprtext}")
             else:
-                self.reports.setdefault(report.nodeid, []).append(report)
-        self.problems.append(f"the batch in L1 exited {self.run.returncode}; its output is in {self.log}")
-        self.run.cleanup()
+                found.setdefault(report.nodeid, []).append(report)
+        for nodeid, reports in found.items():
+            if any(r.when == "teardown" for r in reports):
+                self.reports[nodeid] = reports
 
     def _note(self, msg: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

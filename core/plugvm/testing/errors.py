@@ -32,7 +32,12 @@ class LabError(TestingError, RuntimeError):
 
 
 class LabHangError(LabError):
-    """L1 hung on every attempt and was killed by the watchdog."""
+    """L1 hung on every attempt and was killed by the watchdog; `results` holds each
+    attempt's shared folder, with whatever the command wrote before the hang."""
+
+    def __init__(self, message: str, results: list | None = None):
+        super().__init__(message)
+        self.results = results or []
 
 
 class LabTimeoutError(LabError, TimeoutError):

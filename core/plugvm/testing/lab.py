@@ -95,8 +95,9 @@ class Lab:
     """Runs commands in L1 (or directly on hardware KVM); see the module docstring."""
 
     def __init__(self, *, memory: str = "4G", boot_timeout: float = 180.0, hang_seconds: float | None = None,
-                 status: Callable[[str], None] | None = None):
+                 status: Callable[[str], None] | None = None, attempts: int = 2):
         self.memory = memory
+        self.attempts = attempts
         self.boot_timeout = boot_timeout
         self.hang_seconds = hang_seconds or float(os.environ.get("PLUGVM_LAB_HANG_SECONDS", "60"))
         self.status = status or (lambda msg: print(f"plugvm-lab: {msg}", file=sys.stderr, flush=True))
@@ -147,9 +148,10 @@ class Lab:
         require("qemu-system-x86_64", "qemu-system-x86")
         image = l1_image.build(self.root / "image", log=self.status)
         deadline = time.monotonic() + timeout
-        hangs = []
-        for attempt in (1, 2):
+        hangs, folders = [], []
+        for attempt in range(1, self.attempts + 1):
             results = self._results_dir()
+            folders.append(results)
             self._write_scripts(results, argv, cwd, env, attempt)
             try:
                 run = self._attempt(image, results, deadline, output)
@@ -158,7 +160,7 @@ class Lab:
             except _Hung as hung:
                 hangs.append(str(hung))
                 self.status(f"attempt {attempt}: {hung}")
-        raise LabHangError("L1 hung on both attempts: " + "; ".join(hangs))
+        raise LabHangError(f"L1 hung on {len(hangs)} attempt(s): " + "; ".join(hangs), folders)
 
     def _write_scripts(self, results: Path, argv, cwd: Path, env: dict[str, str], attempt: int) -> None:
         env = {k: v for k, v in env.items() if k not in _ENV_SKIP and k.isidentifier()}
