@@ -7,7 +7,6 @@ configuration (vmm.py), so nothing of a previous boot can leak into the next.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import structlog
 
@@ -60,15 +59,6 @@ class Outcome:
         return self._event.wait(timeout)
 
 
-@dataclass
-class _Slots:
-    next: int = 0
-
-    def take(self) -> int:
-        self.next += 1
-        return self.next - 1
-
-
 class Machine:
     """Builds the VM; run() starts the vCPUs and returns the Outcome once they stopped."""
 
@@ -96,9 +86,8 @@ class Machine:
             vm.enable_cap("KVM_CAP_EXIT_ON_EMULATION_FAILURE", 1)
 
         self.memory = GuestMemory(cfg.memory.size)
-        slots = _Slots()
-        for region in self.memory.regions:
-            vm.map_memory(slots.take(), region.guest_addr, region.mapping)
+        for slot, region in enumerate(self.memory.regions):
+            vm.map_memory(slot, region.guest_addr, region.mapping)
 
         self.pio, self.mmio = Bus("pio"), Bus("mmio")
         if cfg.serial.mode != "off":

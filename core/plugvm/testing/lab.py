@@ -137,8 +137,8 @@ class Lab:
             for line in proc.stdout:
                 output(line)
             rc = proc.wait()
+            timed_out = timer.finished.is_set()   # set only by firing, until cancel()
         finally:
-            timed_out = not timer.is_alive() and timer.finished.is_set() and rc < 0
             timer.cancel()
         if timed_out:
             raise LabTimeoutError(f"the command did not finish within {timeout:.0f} s; killed it")
