@@ -287,8 +287,7 @@ def acpica(tmp_path_factory):
     configuration at the first call, side by side (acpiexec takes a second each)."""
     results = {}
 
-    def check(name, iasl, acpiexec):
-        directory = tmp_path_factory.mktemp(name)
+    def check(name, directory, iasl, acpiexec):
         steps = {}
         files = {sig: f"{sig.lower()}.dat" for sig in image(name).tables if sig != "RSDP"}
         for sig, file in files.items():
@@ -306,8 +305,10 @@ def acpica(tmp_path_factory):
     def get(name):
         if not results:
             iasl, acpiexec = tool("iasl"), tool("acpiexec")
+            # mktemp is not thread-safe (it resolves paths while siblings are being made)
+            directories = {n: tmp_path_factory.mktemp(f"acpica-{n}") for n in CONFIGS}
             with ThreadPoolExecutor(len(CONFIGS)) as pool:
-                runs = pool.map(lambda n: check(n, iasl, acpiexec), CONFIGS)
+                runs = pool.map(lambda n: check(n, directories[n], iasl, acpiexec), CONFIGS)
                 results.update(zip(CONFIGS, runs))
         return results[name]
 
