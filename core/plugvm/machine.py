@@ -6,11 +6,13 @@ configuration (vmm.py), so nothing of a previous boot can leak into the next.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import structlog
 
 from plugvm import acpi, layout
+from plugvm.boot import reset_vector
 from plugvm.boot.cpu_state import setup_boot_vcpu
 from plugvm.boot.loader import load_kernel
 from plugvm.bus import Bus
@@ -101,8 +103,9 @@ class Machine:
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
         tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
-                                                 com1=cfg.serial.mode != "off"))
+                                                 limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off"))
         self.memory.write(tables.rsdp_addr, tables.blob)
+        reset_vector.install(self.memory)
         payload = cfg.payload
         entry = load_kernel(self.memory, payload.kernel, payload.initramfs, payload.cmdline or "", tables.rsdp_addr)
 
@@ -133,9 +136,12 @@ class Machine:
         threads = [VcpuThread(v, self.pio, self.mmio, self.outcome) for v in self.vcpus]
         for t in threads:
             t.start()
+        every = float(os.environ.get("PLUGVM_SAMPLE_VCPUS", "0") or 0)
         try:
-            while not self.outcome.wait(0.5):
-                pass
+            while not self.outcome.wait(every or 0.5):
+                if every:
+                    for t in threads:
+                        t.sample()
         finally:
             for t in threads:
                 t.kick()

@@ -37,6 +37,18 @@ class VcpuThread(threading.Thread):
         self.mmio = mmio
         self.outcome = outcome        # machine.Outcome: the first event wins
         self.stopping = False
+        self.sample_requested = False
+
+    def sample(self) -> None:
+        """Make the thread log its registers at its next exit (a debugging aid for a guest
+        that hangs without exiting: PLUGVM_SAMPLE_VCPUS=seconds)."""
+        self.sample_requested = True
+        self.vcpu.set_immediate_exit(True)
+        if self.ident is not None and self.is_alive():
+            try:
+                signal.pthread_kill(self.ident, KICK_SIGNAL)
+            except ProcessLookupError:
+                pass
 
     def kick(self) -> None:
         """Make KVM_RUN return now or, if the thread is outside it, at its next entry."""
@@ -47,6 +59,11 @@ class VcpuThread(threading.Thread):
                 signal.pthread_kill(self.ident, KICK_SIGNAL)
             except ProcessLookupError:
                 pass
+
+    def _log_sample(self) -> None:
+        regs, sregs = self.vcpu.get_regs(), self.vcpu.get_sregs()
+        log.warning("vcpu sample", vcpu=self.vcpu.index, rip=hex(regs.rip), rsp=hex(regs.rsp),
+                    rflags=hex(regs.rflags), cr0=hex(sregs.cr0), cr3=hex(sregs.cr3))
 
     def run(self) -> None:
         try:
@@ -75,6 +92,10 @@ class VcpuThread(threading.Thread):
                 if not handled:
                     log.debug("unhandled mmio access", addr=hex(exit.addr), write=exit.is_write)
             elif kind is exits.Interrupted:
+                if self.sample_requested and not self.stopping:
+                    self.sample_requested = False
+                    vcpu.set_immediate_exit(False)
+                    self._log_sample()
                 continue
             elif kind is exits.Shutdown:
                 # A triple fault resets a PC.

@@ -35,3 +35,15 @@ def test_max_cpus_are_possible_but_offline(launch_guest):
     assert guest.console.run("cat /sys/devices/system/cpu/online") == "0-1"
     assert guest.console.run("cat /sys/devices/system/cpu/possible") == "0-7"
     assert guest.poweroff() == 0
+
+
+def test_reboot_boots_again_then_powers_off(launch_guest, guest_image):
+    guest = launch_guest("plugvm", cpus=2, memory="512M")
+    guest.console.send("reboot\n")
+    guest.wait_ready(240)
+    assert guest.console.text.count(guest_image.ready_marker) == 2
+    uptime = float(guest.console.run("cut -d' ' -f1 /proc/uptime"))
+    print(f"second boot ready at guest uptime {uptime:.1f} s")
+    assert uptime < 120            # a fresh boot, not the first one still running
+    assert guest.console.run("cat /sys/devices/system/cpu/online") == "0-1"
+    assert guest.poweroff() == 0
