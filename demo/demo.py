@@ -2,7 +2,8 @@
 
 `make demo` runs this in the lab (or directly on a hardware-KVM host), with plugvm
 as the VMM: two vCPUs booted of four possible, 512 MiB, the console on the serial
-port; then a poweroff that ends plugvm with status 0.
+port, a virtio-blk disk the host wrote a greeting on, a virtio-net tap, and
+virtio-rng; then a reboot, and a poweroff that ends plugvm with status 0.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ SESSION = [
     "grep -c ^processor /proc/cpuinfo",
     "grep -E 'MemTotal|MemFree' /proc/meminfo",
     "cat /proc/cmdline",
-    "ls /sys/bus/pci/devices",
+    "for d in /sys/bus/pci/devices/*; do echo ${d##*/} $(cat $d/vendor $d/device); done",
+    "dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 60; echo",
+    "ip addr add 192.168.251.2/24 dev eth0 && ip link set eth0 up && ping -c 2 192.168.251.1 | tail -2",
+    "dd if=/dev/hwrng bs=16 count=1 2>/dev/null | od -An -tx1",
     "cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' '",
     "dmesg | grep -m1 'Hypervisor detected'",
     "cat /sys/devices/system/cpu/online /sys/devices/system/cpu/possible",
@@ -31,14 +35,26 @@ SESSION = [
 
 def main() -> int:
     image = GuestImage.load()
-    argv = plugvm_argv(image, "boot=2,max=4", "512M")
+    folder = Path(tempfile.mkdtemp(prefix="plugvm-demo-"))
+    disk = folder / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(1 << 20)
+        f.write(b"Hello from the host, through virtio-blk and plugvm-virtio-blk.")
+    argv = plugvm_argv(image, "boot=2,max=4", "512M", [
+        "--disk", f"path={disk}", "--net", "tap=plugvmdemo0,ip=192.168.251.1,mask=255.255.255.0"])
     print(f"demo: booting {image.release} under: {' '.join(argv)}", flush=True)
-    guest = Guest(argv, image, Path(tempfile.mkdtemp(prefix="plugvm-demo-")))
+    guest = Guest(argv, image, folder)
     try:
         guest.wait_ready()
         print(f"demo: guest ready {guest.boot_seconds:.1f} s after the VMM started", flush=True)
         for cmd in SESSION:
             print(f"guest# {cmd}\n{guest.console.run(cmd)}", flush=True)
+        print("guest# reboot", flush=True)
+        start = time.monotonic()
+        guest.console.send("reboot\n")
+        guest.wait_ready(300)
+        print(f"demo: the guest rebooted and was ready again {time.monotonic() - start:.1f} s later", flush=True)
         start = time.monotonic()
         status = guest.poweroff()
         print(f"guest# poweroff\ndemo: VMM exited {status} {time.monotonic() - start:.1f} s later", flush=True)

@@ -36,3 +36,15 @@ I8042_PORT = 0x61                 # 0x61..0x64: port B and the keyboard controll
 CMOS_PORT = 0x70
 ACPI_SLEEP_PORT = 0x600           # sleep control/status and reset register (FADT)
 ACPI_PM_TIMER_PORT = 0x608
+
+# PCI segment 0.
+PCI_CONFIG_IO_PORT = 0xCF8        # CONFIG_ADDRESS, then CONFIG_DATA at 0xCFC
+PCI_MMCONFIG_SEGMENT_SIZE = 1 * MiB   # ECAM of bus 0 only
+PCI_MEM64_SIZE = 64 * GiB         # the 64-bit BAR window (cloud-hypervisor splits what is left of the
+                                  # address space; a fixed window keeps it inside any guest's phys bits)
+
+
+def pci_mem64_start(ram_end: int, hotplug_size: int) -> int:
+    """The 64-bit BAR window starts after RAM and the memory-hotplug area, 4 GiB aligned."""
+    top = max(RAM_64BIT_START, ram_end) + hotplug_size
+    return (top + 4 * GiB - 1) // (4 * GiB) * (4 * GiB)

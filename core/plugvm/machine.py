@@ -21,8 +21,11 @@ from plugvm.devices.acpi_pm import PmTimer, SleepResetRegister
 from plugvm.devices.cmos import Cmos
 from plugvm.devices.i8042 import I8042
 from plugvm.devices.serial import Serial
+from plugvm.device_manager import DeviceManager
+from plugvm.interrupts import InterruptRouter
 from plugvm.kvm import KvmError
 from plugvm.memory import GuestMemory
+from plugvm.pci.segment import PciSegment
 from plugvm.vcpu_thread import VcpuThread
 
 log = structlog.get_logger(__name__)
@@ -64,11 +67,13 @@ class Outcome:
 class Machine:
     """Builds the VM; run() starts the vCPUs and returns the Outcome once they stopped."""
 
-    def __init__(self, kvm, config, serial_backend, supported_cpuid):
+    def __init__(self, kvm, config, serial_backend, supported_cpuid, registry):
         self.config = config
+        self.registry = registry
         self.outcome = Outcome()
         self.vm = kvm.create_vm()
         self.memory = None
+        self.devices = None
         self.vcpus = []
         try:
             self._build(kvm, serial_backend, supported_cpuid)
@@ -81,7 +86,7 @@ class Machine:
         vm.set_tss_addr(layout.KVM_TSS_ADDRESS)
         vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_START)
         vm.create_irqchip()
-        vm.set_gsi_routing(legacy_routes())
+        self.router = InterruptRouter(vm, legacy_routes())
         vm.create_pit2()
         if kvm.check_extension("KVM_CAP_EXIT_ON_EMULATION_FAILURE"):
             # Emulation failures then report the instruction bytes (see vcpu_thread).
@@ -101,9 +106,21 @@ class Machine:
         self.pio.insert(layout.ACPI_SLEEP_PORT, 1, SleepResetRegister(self.request_poweroff, self.request_reset))
         self.pio.insert(layout.ACPI_PM_TIMER_PORT, 4, PmTimer())
 
+        mem64_start = layout.pci_mem64_start(self.memory.end, cfg.memory.hotplug_size or 0)
+        self.segment = PciSegment(0, mem64_start=mem64_start, mem64_size=layout.PCI_MEM64_SIZE)
+        self.pio.insert(layout.PCI_CONFIG_IO_PORT, 8, self.segment.config_io)
+        self.mmio.insert(layout.PCI_MMCONFIG_START, layout.PCI_MMCONFIG_SEGMENT_SIZE, self.segment.ecam)
+        self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segment, cfg)
+        self.devices.attach_boot_devices()
+
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
+        pci_aml = acpi.pci_segment_aml(0, layout.PCI_MMCONFIG_START,
+                                       (layout.MEM_32BIT_DEVICES_START, layout.MEM_32BIT_DEVICES_SIZE),
+                                       (mem64_start, layout.PCI_MEM64_SIZE))
+        mcfg = acpi.Mcfg([(0, layout.PCI_MMCONFIG_START, 0, 0)])
         tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
-                                                 limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off"))
+                                                 limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off",
+                                                 dsdt_fragments=tuple(pci_aml), extra_tables=(mcfg,)))
         self.memory.write(tables.rsdp_addr, tables.blob)
         reset_vector.install(self.memory)
         payload = cfg.payload
@@ -153,6 +170,9 @@ class Machine:
         return self.outcome
 
     def close(self) -> None:
+        if self.devices is not None:
+            self.devices.close()      # before the memory its I/O threads use goes away
+            self.devices = None
         for vcpu in self.vcpus:
             vcpu.close()
         self.vcpus = []

@@ -49,6 +49,7 @@ class GuestMemory:
         os.ftruncate(self.fd, size)
         self.size = size
         self.regions: list[Region] = []
+        self._spans: list[tuple[int, int, memoryview]] = []    # (start, end, view of the whole region)
         low = min(size, layout.MEM_32BIT_RESERVED_START)
         self._add(0, low, 0)
         if size > low:
@@ -57,16 +58,17 @@ class GuestMemory:
     def _add(self, guest_addr: int, size: int, offset: int) -> None:
         mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
         self.regions.append(Region(guest_addr, size, self.fd, offset, mapping))
+        self._spans.append((guest_addr, guest_addr + size, memoryview(mapping)))
 
     def view(self, addr: int, length: int) -> memoryview:
         """A writable view of [addr, addr+length) in guest RAM; GuestMemoryError if
         the range is not wholly inside one region (ranges never straddle regions)."""
-        if addr < 0 or length < 0:
-            raise GuestMemoryError(addr, length)
-        for r in self.regions:
-            if r.guest_addr <= addr and addr + length <= r.end:
-                start = addr - r.guest_addr
-                return memoryview(r.mapping)[start:start + length]
+        # A hot path (every virtqueue buffer): slices of views made once per region.
+        if addr >= 0 and length >= 0:
+            for start, end, whole in self._spans:
+                if start <= addr and addr + length <= end:
+                    offset = addr - start
+                    return whole[offset:offset + length]
         raise GuestMemoryError(addr, length)
 
     def write(self, addr: int, data: bytes) -> None:
@@ -76,12 +78,25 @@ class GuestMemory:
         return bytes(self.view(addr, length))
 
     @property
+    def end(self) -> int:
+        """The guest-physical end of the highest RAM region."""
+        return max(r.end for r in self.regions)
+
+    @property
     def low_end(self) -> int:
         """End of the RAM below the 32-bit hole."""
         return self.regions[0].end
 
     def close(self) -> None:
+        for _, _, whole in self._spans:
+            whole.release()
+        self._spans.clear()
         for r in self.regions:
-            r.mapping.close()
+            try:
+                r.mapping.close()
+            except BufferError:
+                # A view is still exported (a device holding a buffer): the mapping is
+                # unmapped when the last view goes, instead of failing the VM's teardown.
+                pass
         self.regions.clear()
         os.close(self.fd)

@@ -7,6 +7,7 @@ import signal
 
 import structlog
 
+from plugvm import plugins
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
 from plugvm.machine import Machine
@@ -21,8 +22,9 @@ class VmmError(PlugvmError, RuntimeError):
 
 
 class Vmm:
-    def __init__(self, config):
+    def __init__(self, config, registry=None):
         self.config = config
+        self.registry = registry if registry is not None else plugins.load()
         self.boots = 0
 
     def run(self) -> int:
@@ -34,7 +36,7 @@ class Vmm:
         try:
             supported = kvm.supported_cpuid()
             while True:
-                machine = Machine(kvm, self.config, serial, supported)
+                machine = Machine(kvm, self.config, serial, supported, self.registry)
                 self.boots += 1
                 log.info("booting", boot=self.boots, vcpus=self.config.cpus.boot_vcpus)
                 try:

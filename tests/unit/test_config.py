@@ -398,7 +398,7 @@ def _body(kernel, **parts):
 
 
 BAD_JSON = [
-    ({"disks": []}, "VmConfig", "unknown field 'disks'"),
+    ({"frobnicators": []}, "VmConfig", "unknown field 'frobnicators'"),
     ({"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "boot": 1}}, "cpus", "unknown field 'boot'"),
     ({"cpus": {"boot_vcpus": 1}}, "cpus", "missing field 'max_vcpus'"),
     ({"cpus": {"boot_vcpus": "2", "max_vcpus": 2}}, "cpus", "boot_vcpus='2'", "not an integer"),

@@ -32,6 +32,7 @@ class CliConfig:
     api_socket: ApiSocketConfig | None = None
     log_file: Path | None = None
     verbosity: int = 0
+    list_plugins: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +50,7 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _parser() -> _Parser:
+def _parser(registry) -> _Parser:
     p = _Parser(prog="plugvm", allow_abbrev=False,
                 description="A virtual machine monitor for Linux/KVM in which every device type is a plugin. "
                             "Options as cloud-hypervisor's. Without --kernel, only the API is served.")
@@ -67,6 +68,14 @@ def _parser() -> _Parser:
     p.add_argument("--serial", **once, help="off|null|tty|file=PATH (default null; ch's pty and socket=PATH "
                                             "are not available yet)")
     p.add_argument("--console", **once, help="off (the default: plugvm has no virtio-console yet)")
+    for t in registry.ordered():
+        if t.multiple:
+            p.add_argument(t.cli_option, action="extend", nargs="+", default=None, metavar="CONFIG",
+                           dest=_device_dest(t), help=f"{t.help} [plugin {t.distribution or t.name}]")
+        else:
+            p.add_argument(t.cli_option, **once, metavar="CONFIG", dest=_device_dest(t),
+                           help=f"{t.help} [plugin {t.distribution or t.name}]")
+    p.add_argument("--list-plugins", action="store_true", help="list the installed device plugins and exit")
     p.add_argument("--api-socket", **once, metavar="path=PATH|fd=N|PATH", help="HTTP API on a UNIX socket")
     p.add_argument("--log-file", **once, metavar="PATH", help="log here instead of standard error")
     p.add_argument("-v", action="count", default=0, dest="verbosity", help="more log output (-vv: debug)")
@@ -74,17 +83,30 @@ def _parser() -> _Parser:
     return p
 
 
-def parse_cli(argv: list[str]) -> CliConfig:
-    """argv without the program name. Raises ConfigError naming the option for any bad input."""
-    args, extra = _parser().parse_known_args(argv)
+def parse_cli(argv: list[str], registry=None) -> CliConfig:
+    """argv without the program name. Raises ConfigError naming the option for any bad input.
+    Device options are those of the plugins in `registry` (default: every installed one)."""
+    if registry is None:
+        from plugvm import plugins
+        registry = plugins.load()
+    args, extra = _parser(registry).parse_known_args(argv)
+    if args.list_plugins:
+        return CliConfig(vm=None, list_plugins=True)
     if extra:
         if extra[0].startswith("-"):
-            raise ConfigError(f"{extra[0]}: unknown option")
+            raise ConfigError(f"{extra[0].split('=')[0]}: unknown option (no installed plugin provides it either; "
+                              f"plugvm --list-plugins shows the installed ones)")
         raise ConfigError(f"{extra[0]!r}: unexpected argument (plugvm takes only options)")
     api_socket = None if args.api_socket is None else parse_api_socket(args.api_socket)
     log_file = _path("--log-file", args.log_file)
+    devices = {}
+    for t in registry.ordered():
+        value = getattr(args, _device_dest(t))
+        if value is not None:
+            devices[t.config_key] = tuple(t.parse(v) for v in value) if t.multiple else t.parse(value)
     if args.kernel is None:
         given = [option for option in VM_OPTIONS if getattr(args, _dest(option)) is not None]
+        given += [t.cli_option for t in registry.ordered() if t.config_key in devices]
         if given:
             raise ConfigError(f"--kernel: required with {', '.join(given)} (VM options need a kernel to boot)")
         return CliConfig(vm=None, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
@@ -95,8 +117,12 @@ def parse_cli(argv: list[str]) -> CliConfig:
     payload = PayloadConfig(kernel=_path("--kernel", args.kernel), initramfs=_path("--initramfs", args.initramfs),
                             cmdline=args.cmdline)
     payload.validate(CLI_NAMES)
-    vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console)
+    vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console, devices=devices)
     return CliConfig(vm=vm, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
+
+
+def _device_dest(device_type) -> str:
+    return "device_" + device_type.name.replace("-", "_")
 
 
 def _dest(option: str) -> str:

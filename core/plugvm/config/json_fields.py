@@ -98,6 +98,13 @@ class JsonObject:
             raise self.where.bad(key, value, "is not a list")
         return value
 
+    def unsupported(self, key: str, default: Any, by: str = "plugvm") -> None:
+        """A ch field that is not implemented: accepted only when absent, null or at ch's
+        default, since clients such as ch-remote send every field of the struct."""
+        given, value = self._take(key, None)
+        if given and value != default:
+            raise self.where.bad(key, value, f"is not supported by {by}")
+
     def close(self) -> None:
         unknown = sorted(set(self.value) - self._read)
         if unknown:

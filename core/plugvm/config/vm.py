@@ -3,6 +3,7 @@ from cloud-hypervisor's JSON body (VmConfig in notes §1.4, with ch's field name
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from plugvm.config import console as consoles
@@ -27,12 +28,28 @@ class VmConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     serial: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(mode=ConsoleMode.NULL))
     console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(mode=ConsoleMode.OFF))
+    # Plugin devices by their type's config_key ("disks" → a tuple of configs; "rng" → one config).
+    devices: Mapping[str, object] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, body: object) -> VmConfig:
+    def from_json(cls, body: object, registry=None) -> VmConfig:
         """A parsed JSON body (vm.create), checked as the command line is; unknown fields are
-        refused, and each part not given takes its default, as ch's serde does."""
+        refused, and each part not given takes its default, as ch's serde does. Device
+        fields are those of the installed plugins (`registry`, default: all installed)."""
+        if registry is None:
+            from plugvm import plugins
+            registry = plugins.load()
         j = JsonObject(body, JSON)
+        devices = {}
+        for device_type in registry.ordered():
+            value = j.array(device_type.config_key, None) if device_type.multiple \
+                else j.object(device_type.config_key, None, Where(device_type.config_key, json=True))
+            if value is None:
+                continue
+            if device_type.multiple:
+                devices[device_type.config_key] = tuple(device_type.from_json(item) for item in value)
+            else:
+                devices[device_type.config_key] = device_type.from_json(value.value)
         # Each part is named on its own in errors (`cpus: ...`), as ch's API documents them.
         payload = j.object("payload", where=Where("payload", json=True))
         cpus, memory, serial, console = (j.object(name, _ABSENT, Where(name, json=True))
@@ -44,9 +61,12 @@ class VmConfig:
             memory=MemoryConfig() if memory is _ABSENT else MemoryConfig.from_json(memory),
             serial=ConsoleConfig(mode=ConsoleMode.NULL) if serial is _ABSENT else consoles.serial_from_json(serial),
             console=ConsoleConfig(mode=ConsoleMode.OFF) if console is _ABSENT else consoles.console_from_json(console),
+            devices=devices,
         )
 
     def to_json(self) -> dict:
         """The JSON body ch would send for this VM, which from_json() reads back unchanged."""
         return {"cpus": self.cpus.to_json(), "memory": self.memory.to_json(), "payload": self.payload.to_json(),
-                "serial": self.serial.to_json(), "console": self.console.to_json()}
+                "serial": self.serial.to_json(), "console": self.console.to_json(),
+                **{key: [c.to_json() for c in value] if isinstance(value, tuple) else value.to_json()
+                   for key, value in self.devices.items()}}

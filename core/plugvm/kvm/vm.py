@@ -50,19 +50,27 @@ class Vm(KvmFd):
         """Set an irqchip input (a GSI) to level."""
         self.ioctl("KVM_IRQ_LINE", ffi.new("struct kvm_irq_level *", {"irq": irq, "level": level}))
 
-    def set_gsi_routing(self, routes: list[tuple[int, str, int]]) -> None:
-        """Replace KVM's GSI routing with (gsi, chip, pin) routes; chip is "pic_master",
-        "pic_slave" or "ioapic"."""
+    def set_gsi_routing(self, routes: list[tuple]) -> None:
+        """Replace KVM's whole GSI routing table. Each route is (gsi, chip, pin) with chip
+        "pic_master", "pic_slave" or "ioapic", or (gsi, "msi", (address, data)) for an
+        MSI message (what an MSI-X table entry holds)."""
         chips = {"pic_master": lib.KVM_IRQCHIP_PIC_MASTER, "pic_slave": lib.KVM_IRQCHIP_PIC_SLAVE,
                  "ioapic": lib.KVM_IRQCHIP_IOAPIC}
         table = ffi.new("struct kvm_irq_routing *", {"entries": len(routes)})
         table.nr = len(routes)
-        for i, (gsi, chip, pin) in enumerate(routes):
+        for i, (gsi, chip, target) in enumerate(routes):
             entry = table.entries[i]
             entry.gsi = gsi
-            entry.type = lib.KVM_IRQ_ROUTING_IRQCHIP
-            entry.u.irqchip.irqchip = chips[chip]
-            entry.u.irqchip.pin = pin
+            if chip == "msi":
+                address, data = target
+                entry.type = lib.KVM_IRQ_ROUTING_MSI
+                entry.u.msi.address_lo = address & 0xFFFFFFFF
+                entry.u.msi.address_hi = address >> 32
+                entry.u.msi.data = data
+            else:
+                entry.type = lib.KVM_IRQ_ROUTING_IRQCHIP
+                entry.u.irqchip.irqchip = chips[chip]
+                entry.u.irqchip.pin = target
         self.ioctl("KVM_SET_GSI_ROUTING", table)
 
     def irqfd(self, eventfd: int, gsi: int, deassign: bool = False) -> None:

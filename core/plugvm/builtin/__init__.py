@@ -1,0 +1,1 @@
+"""Device types that ship with the core, registered through the plugvm entry-point group like any plugin."""

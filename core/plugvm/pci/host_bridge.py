@@ -1,0 +1,14 @@
+"""The host bridge at 00:00.0, as cloud-hypervisor presents it (Intel 8086:0d57)."""
+
+from __future__ import annotations
+
+from plugvm.pci.config_space import PciConfigSpace
+
+VENDOR_INTEL, DEVICE_HOST_BRIDGE = 0x8086, 0x0D57
+CLASS_BRIDGE, SUBCLASS_HOST = 0x06, 0x00
+
+
+class HostBridge:
+    def __init__(self):
+        self.config = PciConfigSpace(vendor_id=VENDOR_INTEL, device_id=DEVICE_HOST_BRIDGE,
+                                     class_code=CLASS_BRIDGE, subclass=SUBCLASS_HOST)
