@@ -27,7 +27,6 @@ SESSION = [
     "ip addr add 192.168.251.2/24 dev eth0 && ip link set eth0 up && ping -c 2 192.168.251.1 | tail -2",
     "dd if=/dev/hwrng bs=16 count=1 2>/dev/null | od -An -tx1",
     "cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' '",
-    "dmesg | grep -m1 'Hypervisor detected'",
     "cat /sys/devices/system/cpu/online /sys/devices/system/cpu/possible",
     "ls /sys/firmware/acpi/tables",
 ]
