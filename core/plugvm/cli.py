@@ -8,6 +8,8 @@ import sys
 from plugvm import logs, plugins
 from plugvm.config import ConfigError, parse_cli
 from plugvm.errors import PlugvmError
+from plugvm.api.app import create_app
+from plugvm.api.server import ApiServer
 from plugvm.vmm import Vmm
 
 
@@ -22,17 +24,25 @@ def main(argv: list[str] | None = None) -> int:
         print(plugins.describe(registry))
         return 0
     logs.configure(cli.verbosity, cli.log_file)
-    if cli.vm is None:
-        print("plugvm: error: --kernel is required (the REST API that would create the VM is not served yet)",
-              file=sys.stderr)
+    if cli.vm is None and cli.api_socket is None:
+        print("plugvm: error: --kernel: required unless --api-socket is given (then vm.create and vm.boot "
+              "through the API start a VM)", file=sys.stderr)
         return 1
+    server = None
     try:
-        return Vmm(cli.vm, registry).run()
+        vmm = Vmm(cli.vm, registry)
+        if cli.api_socket is not None:
+            server = ApiServer(create_app(vmm), cli.api_socket)
+            server.start()
+        return vmm.run()
     except PlugvmError as e:
         print(f"plugvm: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if server is not None:
+            server.close()
 
 
 if __name__ == "__main__":

@@ -106,9 +106,30 @@ class DeviceManager:
             self.segment.free_slot(slot)
             raise
         self.devices[device_id] = (slot, transport, bar)
-        info = PciDeviceInfo(device_id, f"{self.segment.segment_id:04x}:00:{slot:02x}.0")
+        info = PciDeviceInfo(device_id, self._bdf(slot))
         log.info("device added", id=device_id, bdf=info.bdf, type=device_type.name)
         return info
+
+    def device_tree(self) -> dict:
+        """cloud-hypervisor's device tree: each virtio device under its `_virtio-pci-<id>`
+        node, which holds the PCI BDF."""
+        tree = {}
+        for device_id, (slot, transport, bar) in self.devices.items():
+            parent = f"_virtio-pci-{device_id}"
+            tree[device_id] = {"id": device_id, "resources": [], "parent": parent, "children": []}
+            tree[parent] = {"id": parent, "resources": [{"PciBar": {"index": 0, "base": bar, "size": BAR0_SIZE,
+                                                                     "type": "Mmio32" if bar < 1 << 32 else "Mmio64",
+                                                                     "prefetchable": False}}],
+                            "children": [device_id], "pci_bdf": self._bdf(slot)}
+        return tree
+
+    def counters(self) -> dict:
+        """Per-device counters, for devices that keep them (a `counters` dict of integers)."""
+        return {device_id: dict(transport.device.counters) for device_id, (_, transport, _) in self.devices.items()
+                if isinstance(getattr(transport.device, "counters", None), dict)}
+
+    def _bdf(self, slot: int) -> str:
+        return f"{self.segment.segment_id:04x}:00:{slot:02x}.0"
 
     def close(self) -> None:
         for device_id, (slot, transport, bar) in list(self.devices.items()):

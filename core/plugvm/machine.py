@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import structlog
 
@@ -47,18 +48,22 @@ def legacy_routes() -> list[tuple[int, str, int]]:
 
 
 class Outcome:
-    """How the run ended: 'poweroff', 'reset' or 'error' (with a message). First one wins."""
+    """How the run ended: 'poweroff', 'reset' or 'error' (with a message). First one wins;
+    on_set (the VMM's wake-up) is called once it is set."""
 
-    def __init__(self):
+    def __init__(self, on_set=None):
         self._event = threading.Event()
         self.kind: str | None = None
         self.message = ""
+        self._on_set = on_set
 
     def set(self, kind: str, message: str = "") -> None:
         log.debug("vm outcome", kind=kind, message=message)
         if not self._event.is_set():
             self.kind, self.message = kind, message
             self._event.set()
+            if self._on_set is not None:
+                self._on_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
@@ -67,10 +72,12 @@ class Outcome:
 class Machine:
     """Builds the VM; run() starts the vCPUs and returns the Outcome once they stopped."""
 
-    def __init__(self, kvm, config, serial_backend, supported_cpuid, registry):
+    def __init__(self, kvm, config, serial_backend, supported_cpuid, registry, on_outcome=None):
         self.config = config
         self.registry = registry
-        self.outcome = Outcome()
+        self.outcome = Outcome(on_outcome)
+        self.threads: list[VcpuThread] = []
+        self._paused_clock: int | None = None
         self.vm = kvm.create_vm()
         self.memory = None
         self.devices = None
@@ -149,24 +156,58 @@ class Machine:
     def request_reset(self) -> None:
         self.outcome.set("reset")
 
-    def run(self) -> Outcome:
-        threads = [VcpuThread(v, self.pio, self.mmio, self.outcome) for v in self.vcpus]
-        for t in threads:
+    def start(self) -> None:
+        self.threads = [VcpuThread(v, self.pio, self.mmio, self.outcome) for v in self.vcpus]
+        for t in self.threads:
             t.start()
+
+    def stop(self) -> None:
+        """Stop every vCPU thread and wait for them."""
+        for t in self.threads:
+            t.kick()
+        for t in self.threads:
+            while t.is_alive():
+                t.join(0.1)
+                t.kick()
+        log.debug("vcpus stopped", outcome=self.outcome.kind)
+
+    def pause(self, timeout: float = 10.0) -> None:
+        """Park every vCPU outside KVM_RUN and stop the guest's clock (kvmclock), so that
+        the guest does not see the pause as time passing."""
+        for t in self.threads:
+            t.pause()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            while not t.parked.wait(0.05):
+                if time.monotonic() > deadline or not t.is_alive():
+                    break
+        try:
+            self._paused_clock = self.vm.get_clock()
+        except KvmError as e:
+            log.info("the guest clock cannot be saved", error=str(e))
+            self._paused_clock = None
+
+    def resume(self) -> None:
+        if self._paused_clock is not None:
+            try:
+                self.vm.set_clock(self._paused_clock)
+            except KvmError as e:
+                log.info("the guest clock cannot be restored", error=str(e))
+            self._paused_clock = None
+        for t in self.threads:
+            t.resume()
+
+    def run(self) -> Outcome:
+        """Run until the guest powers off, resets or fails (used where no API drives the VM)."""
+        self.start()
         every = float(os.environ.get("PLUGVM_SAMPLE_VCPUS", "0") or 0)
         try:
             while not self.outcome.wait(every or 0.5):
                 if every:
-                    for t in threads:
+                    for t in self.threads:
                         t.sample()
         finally:
-            for t in threads:
-                t.kick()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.1)
-                    t.kick()
-            log.debug("vcpus stopped", outcome=self.outcome.kind)
+            self.stop()
         return self.outcome
 
     def close(self) -> None:

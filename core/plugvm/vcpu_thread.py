@@ -38,27 +38,37 @@ class VcpuThread(threading.Thread):
         self.outcome = outcome        # machine.Outcome: the first event wins
         self.stopping = False
         self.sample_requested = False
+        self._running = threading.Event()     # cleared while the VM is paused
+        self._running.set()
+        self.parked = threading.Event()       # set while the thread waits out a pause
+
+    def _interrupt(self) -> None:
+        self.vcpu.set_immediate_exit(True)
+        if self.ident is not None and self.is_alive():
+            try:
+                signal.pthread_kill(self.ident, KICK_SIGNAL)
+            except ProcessLookupError:
+                pass
+
+    def pause(self) -> None:
+        """Leave KVM_RUN and wait (parked) until resume(); returns at once — see parked."""
+        self._running.clear()
+        self._interrupt()
+
+    def resume(self) -> None:
+        self._running.set()
 
     def sample(self) -> None:
         """Make the thread log its registers at its next exit (a debugging aid for a guest
         that hangs without exiting: PLUGVM_SAMPLE_VCPUS=seconds)."""
         self.sample_requested = True
-        self.vcpu.set_immediate_exit(True)
-        if self.ident is not None and self.is_alive():
-            try:
-                signal.pthread_kill(self.ident, KICK_SIGNAL)
-            except ProcessLookupError:
-                pass
+        self._interrupt()
 
     def kick(self) -> None:
         """Make KVM_RUN return now or, if the thread is outside it, at its next entry."""
         self.stopping = True
-        self.vcpu.set_immediate_exit(True)
-        if self.ident is not None and self.is_alive():
-            try:
-                signal.pthread_kill(self.ident, KICK_SIGNAL)
-            except ProcessLookupError:
-                pass
+        self._running.set()
+        self._interrupt()
 
     def _log_sample(self) -> None:
         regs, sregs = self.vcpu.get_regs(), self.vcpu.get_sregs()
@@ -92,10 +102,17 @@ class VcpuThread(threading.Thread):
                 if not handled:
                     log.debug("unhandled mmio access", addr=hex(exit.addr), write=exit.is_write)
             elif kind is exits.Interrupted:
-                if self.sample_requested and not self.stopping:
+                if self.stopping:
+                    continue
+                vcpu.set_immediate_exit(False)
+                if self.sample_requested:
                     self.sample_requested = False
-                    vcpu.set_immediate_exit(False)
                     self._log_sample()
+                if not self._running.is_set():
+                    self.parked.set()
+                    while not self._running.wait(0.5):
+                        pass
+                    self.parked.clear()
                 continue
             elif kind is exits.Shutdown:
                 # A triple fault resets a PC.

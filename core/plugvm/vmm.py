@@ -1,13 +1,24 @@
-"""The VMM: boots a VmConfig, and boots it again after each guest reset, until the
-guest powers off (exit status 0) or fails (VmmError)."""
+"""The VMM: the VM's configuration and lifecycle, driven by the command line and the
+REST API alike.
+
+As in cloud-hypervisor, the VMM holds an optional VM config and, once booted, one
+Machine (a boot of that config). A guest reset, or vm.reboot, rebuilds the Machine
+from the *current* config; a guest power-off ends the VMM with status 0; a failure
+ends it with VmmError. API requests are served one at a time (the lock), on the
+API server's threads; the main thread only reacts to what the guest does.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+from dataclasses import replace
+from enum import StrEnum
 
 import structlog
 
-from plugvm import plugins
+from plugvm import __version__, plugins
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
 from plugvm.machine import Machine
@@ -21,35 +32,241 @@ class VmmError(PlugvmError, RuntimeError):
     """The guest could not run on (or stopped with an error)."""
 
 
+class VmState(StrEnum):
+    CREATED = "Created"
+    RUNNING = "Running"
+    SHUTDOWN = "Shutdown"
+    PAUSED = "Paused"
+
+
+class LifecycleError(PlugvmError, RuntimeError):
+    """An API action that the VM's state does not allow; `kind` names cloud-hypervisor's
+    error (the API maps it to ch's status code) and `chain` its error strings."""
+
+    def __init__(self, kind: str, *chain: str):
+        super().__init__(chain[-1] if chain else kind)
+        self.kind = kind
+        self.chain = list(chain)
+
+
 class Vmm:
-    def __init__(self, config, registry=None):
+    def __init__(self, config=None, registry=None):
         self.config = config
         self.registry = registry if registry is not None else plugins.load()
+        self.machine: Machine | None = None
+        self.state: VmState | None = VmState.CREATED if config is not None else None
         self.boots = 0
+        self.lock = threading.RLock()         # one API request (or guest event) at a time
+        self._wake = threading.Event()
+        self._exit: int | None = None
+        self._failure: str | None = None
+        self.kvm: Kvm | None = None
+        self._supported = None
+        self._serial: SerialBackend | None = None
 
-    def run(self) -> int:
-        """Run until the guest powers off; returns 0. Must be called in the main thread."""
+    # --- the main thread -----------------------------------------------------------------
+
+    def run(self, boot: bool = True) -> int:
+        """Run until the guest powers off (0), vmm.shutdown (0) or a failure (VmmError).
+        Must be called in the main thread. With boot, a config given up front is booted."""
         # The kick signal only needs to interrupt KVM_RUN; Python's handler is a no-op.
         signal.signal(KICK_SIGNAL, lambda signum, frame: None)
-        serial = SerialBackend(self.config.serial.mode, getattr(self.config.serial, "file", None))
-        kvm = Kvm()
+        self.kvm = Kvm()
         try:
-            supported = kvm.supported_cpuid()
+            self._supported = self.kvm.supported_cpuid()
+            if boot and self.config is not None:
+                with self.lock:
+                    self._boot()
             while True:
-                machine = Machine(kvm, self.config, serial, supported, self.registry)
-                self.boots += 1
-                log.info("booting", boot=self.boots, vcpus=self.config.cpus.boot_vcpus)
-                try:
-                    outcome = machine.run()
-                finally:
-                    machine.close()
-                if outcome.kind == "reset":
-                    log.info("guest reset; rebuilding the VM", reason=outcome.message or "reset")
-                    continue
-                if outcome.kind == "poweroff":
-                    log.info("guest powered off")
-                    return 0
-                raise VmmError(outcome.message or "the VM stopped")
+                self._wake.wait(0.5)
+                self._wake.clear()
+                with self.lock:
+                    machine = self.machine
+                    if machine is not None and machine.outcome.kind is not None:
+                        self._guest_event(machine.outcome)
+                    if self._exit is not None:
+                        break
+            if self._failure:
+                raise VmmError(self._failure)
+            return self._exit
         finally:
-            serial.close()
-            kvm.close()
+            with self.lock:
+                self._teardown()
+                if self._serial is not None:
+                    self._serial.close()
+                    self._serial = None
+            self.kvm.close()
+
+    def _guest_event(self, outcome) -> None:
+        kind = outcome.kind
+        if kind == "reset":
+            log.info("guest reset; rebuilding the VM", reason=outcome.message or "reset")
+            self._teardown()
+            self._boot()
+        elif kind == "poweroff":
+            log.info("guest powered off")
+            self._teardown()
+            self.state = VmState.SHUTDOWN
+            self._exit = 0
+        else:
+            self._teardown()
+            self._failure = outcome.message or "the VM stopped"
+            self._exit = 1
+
+    def _boot(self) -> None:
+        """Build a Machine from the current config and start it (the lock is held)."""
+        if self._serial is None:
+            self._serial = SerialBackend(self.config.serial.mode, getattr(self.config.serial, "file", None))
+        machine = Machine(self.kvm, self.config, self._serial, self._supported, self.registry,
+                          on_outcome=self._wake.set)
+        self.boots += 1
+        log.info("booting", boot=self.boots, vcpus=self.config.cpus.boot_vcpus)
+        self.machine = machine
+        machine.start()
+        self.state = VmState.RUNNING
+
+    def _teardown(self) -> None:
+        machine, self.machine = self.machine, None
+        if machine is not None:
+            machine.stop()
+            machine.close()
+
+    # --- the API's actions (called on API threads) -------------------------------------------
+
+    def ping(self) -> dict:
+        return {"build_version": __version__, "version": __version__, "pid": os.getpid(), "features": []}
+
+    def shutdown_vmm(self) -> None:
+        with self.lock:
+            self._teardown()
+            self.config, self.state = None, None
+        # The process ends once the reply has gone out: waitress writes it after we return.
+        threading.Timer(0.3, self._request_exit, [0]).start()
+
+    def _request_exit(self, status: int) -> None:
+        with self.lock:
+            self._exit = status
+        self._wake.set()
+
+    def create(self, config) -> None:
+        with self.lock:
+            if self.config is not None:
+                raise LifecycleError("VmAlreadyCreated", "Error from API", "The VM could not be created",
+                                     "The VM is already created")
+            self.config, self.state = config, VmState.CREATED
+
+    def boot(self) -> None:
+        with self.lock:
+            self._need_config()
+            if self.machine is not None:
+                raise LifecycleError("VmAlreadyCreated", "Error from API", "The VM could not boot",
+                                     "The VM is already created")
+            self._boot()
+
+    def delete(self) -> None:
+        with self.lock:
+            self._teardown()
+            self.config, self.state = None, None
+
+    def shutdown(self) -> None:
+        with self.lock:
+            self._need_running("The VM could not shut down")
+            self._teardown()
+            self.state = VmState.SHUTDOWN
+
+    def reboot(self) -> None:
+        with self.lock:
+            self._need_running("The VM could not reboot")
+            self._teardown()
+            self._boot()
+
+    def pause(self) -> None:
+        with self.lock:
+            self._need_running("The VM could not pause")
+            if self.state is not VmState.RUNNING:
+                raise LifecycleError("InvalidStateTransition", "Error from API", "The VM could not pause",
+                                     f"Invalid transition from {self.state} to Paused")
+            self.machine.pause()
+            self.state = VmState.PAUSED
+
+    def resume(self) -> None:
+        with self.lock:
+            self._need_running("The VM could not resume")
+            if self.state is not VmState.PAUSED:
+                raise LifecycleError("InvalidStateTransition", "Error from API", "The VM could not resume",
+                                     f"Invalid transition from {self.state} to Running")
+            self.machine.resume()
+            self.state = VmState.RUNNING
+
+    def power_button(self) -> None:
+        with self.lock:
+            self._need_running("The VM could not be powered off with the power button")
+            self.machine.power_button()
+
+    def resize(self, desired_vcpus: int | None, desired_ram: int | None, desired_balloon: int | None) -> None:
+        with self.lock:
+            self._need_config()
+            if self.machine is not None:
+                raise LifecycleError("ResizeRunning", "Error from API", "The VM could not be resized",
+                                     "Resizing a booted VM needs hotplug, which plugvm does not have yet")
+            cfg = self.config
+            if desired_vcpus is not None:
+                if not 1 <= desired_vcpus <= cfg.cpus.max_vcpus:
+                    raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be resized",
+                                         f"desired_vcpus={desired_vcpus} is not between 1 and max_vcpus "
+                                         f"({cfg.cpus.max_vcpus})")
+                cfg = replace(cfg, cpus=replace(cfg.cpus, boot_vcpus=desired_vcpus))
+            if desired_ram is not None:
+                if desired_ram <= 0 or desired_ram % 4096:
+                    raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be resized",
+                                         f"desired_ram={desired_ram} is not a positive multiple of 4096")
+                cfg = replace(cfg, memory=replace(cfg.memory, size=desired_ram))
+            if desired_balloon is not None:
+                raise LifecycleError("NoBalloon", "Error from API", "The VM could not be resized",
+                                     "plugvm has no balloon device")
+            self.config = cfg
+
+    def add_device(self, device_type, device_config) -> dict | None:
+        """A device verb (vm.add-disk, ...): cold-added to a created VM's config (returns
+        None: ch answers 204); a booted VM needs hotplug, not there yet."""
+        with self.lock:
+            self._need_config()
+            if self.machine is not None:
+                raise LifecycleError("HotplugUnsupported", "Error from API", "The device could not be added",
+                                     "Adding a device to a booted VM needs PCI hotplug, which plugvm "
+                                     "does not have yet")
+            devices = dict(self.config.devices)
+            existing = devices.get(device_type.config_key)
+            ids = {getattr(c, "id", None) for value in devices.values()
+                   for c in (value if isinstance(value, tuple) else (value,))}
+            if getattr(device_config, "id", None) in ids - {None}:
+                raise LifecycleError("IdentifierNotUnique", "Error from API", "The device could not be added",
+                                     f"Identifier {device_config.id} is not unique")
+            if device_type.multiple:
+                devices[device_type.config_key] = (existing or ()) + (device_config,)
+            else:
+                devices[device_type.config_key] = device_config
+            self.config = replace(self.config, devices=devices)
+            return None
+
+    def info(self) -> dict:
+        with self.lock:
+            self._need_config()
+            cfg = self.config
+            tree = self.machine.devices.device_tree() if self.machine is not None else {}
+            return {"config": cfg.to_json(), "state": str(self.state or VmState.CREATED),
+                    "memory_actual_size": cfg.memory.size, "device_tree": tree}
+
+    def counters(self) -> dict:
+        with self.lock:
+            self._need_running("The counters could not be read")
+            return self.machine.devices.counters()
+
+    def _need_config(self) -> None:
+        if self.config is None:
+            raise LifecycleError("VmNotCreated", "Error from API", "The VM is not created")
+
+    def _need_running(self, what: str) -> None:
+        self._need_config()
+        if self.machine is None:
+            raise LifecycleError("VmNotRunning", "Error from API", what, "The VM is not booted")

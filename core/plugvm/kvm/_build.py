@@ -16,7 +16,7 @@ KVM_GET_MSR_INDEX_LIST
 KVM_SET_USER_MEMORY_REGION KVM_CREATE_VCPU KVM_SET_TSS_ADDR KVM_SET_IDENTITY_MAP_ADDR KVM_CREATE_IRQCHIP
 KVM_CREATE_PIT2 KVM_IRQ_LINE KVM_IOEVENTFD KVM_IRQFD KVM_SET_GSI_ROUTING KVM_SIGNAL_MSI KVM_ENABLE_CAP
 KVM_RUN KVM_GET_REGS KVM_SET_REGS KVM_GET_SREGS KVM_SET_SREGS KVM_SET_CPUID2 KVM_GET_MSRS KVM_SET_MSRS
-KVM_GET_LAPIC KVM_SET_LAPIC KVM_GET_FPU KVM_SET_FPU KVM_GET_MP_STATE KVM_SET_MP_STATE
+KVM_GET_LAPIC KVM_SET_LAPIC KVM_GET_FPU KVM_SET_FPU KVM_GET_MP_STATE KVM_SET_MP_STATE KVM_GET_CLOCK KVM_SET_CLOCK
 """.split()
 
 _CONSTANTS = """
@@ -58,6 +58,7 @@ struct kvm_msrs { uint32_t nmsrs; struct kvm_msr_entry entries[]; ...; };
 struct kvm_msr_list { uint32_t nmsrs; uint32_t indices[]; };
 struct kvm_lapic_state { char regs[...]; };
 struct kvm_pit_config { uint32_t flags; ...; };
+struct kvm_clock_data { uint64_t clock; uint32_t flags; ...; };
 struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
 struct kvm_ioeventfd { uint64_t datamatch; uint64_t addr; uint32_t len; int32_t fd; uint32_t flags; ...; };
 struct kvm_irqfd { uint32_t fd; uint32_t gsi; uint32_t flags; uint32_t resamplefd; ...; };

@@ -87,6 +87,16 @@ class Vm(KvmFd):
         self.ioctl("KVM_IOEVENTFD", ffi.new("struct kvm_ioeventfd *", {
             "datamatch": datamatch or 0, "addr": addr, "len": length, "fd": eventfd, "flags": flags}))
 
+    def get_clock(self) -> int:
+        """The guest's kvmclock, in nanoseconds."""
+        data = ffi.new("struct kvm_clock_data *")
+        self.ioctl("KVM_GET_CLOCK", data)
+        return data.clock
+
+    def set_clock(self, clock: int) -> None:
+        """Set the guest's kvmclock (resuming a paused VM where its clock stopped)."""
+        self.ioctl("KVM_SET_CLOCK", ffi.new("struct kvm_clock_data *", {"clock": clock}))
+
     def create_vcpu(self, index: int):
         from plugvm.kvm.vcpu import Vcpu
 

@@ -1,0 +1,200 @@
+"""The REST API on this host's KVM, with the tiny guest: cloud-hypervisor's paths,
+bodies, status codes and error shape, over a real unix socket with a real HTTP client."""
+
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from plugvm.testing.tiny_kernel import bzimage
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    path = tmp_path / "spin.bzImage"
+    path.write_bytes(bzimage(b"tiny guest up\n", poweroff=False))
+    return path
+
+
+class Plugvm:
+    def __init__(self, tmp_path, *args):
+        self.socket = tmp_path / "api.sock"
+        self.log = tmp_path / "plugvm.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "plugvm.cli", "--api-socket", str(self.socket),
+                                      "--log-file", str(self.log), "-v", *args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        deadline = time.monotonic() + 30
+        while not (self.socket.exists() and stat.S_ISSOCK(os.stat(self.socket).st_mode)):
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.monotonic() < deadline, "the API socket did not appear"
+            time.sleep(0.05)
+        self.client = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)),
+                                   base_url="http://localhost/api/v1/", timeout=30)
+
+    def put(self, verb, body=None, raw=None):
+        content = raw if raw is not None else (None if body is None else json.dumps(body))
+        return self.client.put(verb, content=content)
+
+    def get(self, verb):
+        return self.client.get(verb)
+
+    def close(self):
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def plugvm(tmp_path):
+    p = Plugvm(tmp_path)
+    yield p
+    p.close()
+
+
+def vm_body(kernel, tmp_path, **extra):
+    return {"payload": {"kernel": str(kernel)}, "memory": {"size": 64 << 20},
+            "serial": {"mode": "File", "file": str(tmp_path / "serial.log")}, **extra}
+
+
+def wait_serial(tmp_path, boots):
+    """Wait until the guest has printed its line `boots` times (once per boot)."""
+    log = tmp_path / "serial.log"
+    deadline = time.monotonic() + 30
+    while not (log.exists() and log.read_text().count("tiny guest up") >= boots):
+        assert time.monotonic() < deadline, f"boot {boots} printed nothing"
+        time.sleep(0.05)
+
+
+def errors(response):
+    body = response.json()
+    assert isinstance(body, list) and all(isinstance(s, str) for s in body), body
+    return body
+
+
+def test_lifecycle_through_the_api(plugvm, kernel, tmp_path):
+    ping = plugvm.get("vmm.ping")
+    assert ping.status_code == 200 and ping.json()["pid"] == plugvm.proc.pid and "version" in ping.json()
+    assert plugvm.get("vm.info").status_code == 404
+    assert plugvm.put("vm.boot").status_code == 404
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path)).status_code == 204
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path)).status_code == 500
+    info = plugvm.get("vm.info").json()
+    assert info["state"] == "Created" and info["config"]["payload"]["kernel"] == str(kernel)
+    # Not booted: resize and add-disk rewrite the config.
+    assert plugvm.put("vm.resize", {"desired_vcpus": None, "desired_ram": 128 << 20,
+                                    "desired_balloon": None}).status_code == 204
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    assert plugvm.put("vm.add-disk", {"path": str(disk), "id": "data"}).status_code == 204
+    info = plugvm.get("vm.info").json()
+    assert info["config"]["memory"]["size"] == 128 << 20 and info["config"]["disks"][0]["id"] == "data"
+    assert plugvm.put("vm.boot").status_code == 204
+    wait_serial(tmp_path, 1)
+    info = plugvm.get("vm.info").json()
+    assert info["state"] == "Running" and info["memory_actual_size"] == 128 << 20
+    tree = info["device_tree"]
+    assert tree["_virtio-pci-data"]["pci_bdf"] == "0000:00:01.0" and tree["_virtio-pci-__rng"]["pci_bdf"] == "0000:00:02.0"
+    assert plugvm.put("vm.boot").status_code == 500                      # already booted
+    assert plugvm.put("vm.pause").status_code == 204
+    assert plugvm.get("vm.info").json()["state"] == "Paused"
+    assert plugvm.put("vm.pause").status_code == 500
+    assert plugvm.put("vm.resume").status_code == 204
+    assert plugvm.put("vm.resume").status_code == 500
+    assert plugvm.get("vm.counters").status_code == 200
+    assert plugvm.put("vm.reboot").status_code == 204
+    wait_serial(tmp_path, 2)
+    assert plugvm.get("vm.info").json()["state"] == "Running"
+    assert plugvm.put("vm.shutdown").status_code == 204
+    assert plugvm.get("vm.info").json()["state"] == "Shutdown"
+    assert plugvm.put("vm.shutdown").status_code == 500
+    assert plugvm.get("vm.counters").status_code == 500
+    assert plugvm.put("vm.boot").status_code == 204                      # the config was kept
+    wait_serial(tmp_path, 3)
+    assert plugvm.put("vm.delete").status_code == 204
+    assert plugvm.get("vm.info").status_code == 404
+    assert plugvm.put("vmm.shutdown").status_code == 204
+    assert plugvm.proc.wait(30) == 0
+    assert not plugvm.socket.exists()
+
+
+@pytest.mark.parametrize("method, verb, body, status, fragment", [
+    ("GET", "vm.frobnicate", None, 404, "Unknown endpoint vm.frobnicate"),
+    ("PUT", "vm.add-frob", "{}", 404, "No installed plugin provides vm.add-frob; the device verbs are: "),
+    ("GET", "vm.boot", None, 400, "vm.boot takes PUT"),
+    ("PUT", "vmm.ping", None, 400, "vmm.ping takes GET"),
+    ("PUT", "vm.pause", "{}", 400, "vm.pause takes no body"),
+    ("PUT", "vm.create", None, 400, "vm.create needs a JSON body"),
+    ("PUT", "vm.create", "{not json", 400, "not valid JSON"),
+    ("PUT", "vm.create", "{}", 400, "missing field 'payload'"),
+    ("PUT", "vm.create", '{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": "two"}}', 400, "boot_vcpus"),
+    ("PUT", "vm.create", '{"payload": {"kernel": "/k"}, "frobs": 1}', 400, "unknown field 'frobs'"),
+    ("PUT", "vm.resize", '{"desired_vcpus": -1}', 400, "desired_vcpus"),
+    ("PUT", "vm.resize", '{"colour": 1}', 400, "unknown field 'colour'"),
+])
+def test_bad_requests_get_cloud_hypervisors_status_and_an_error_array(plugvm, kernel, method, verb, body, status,
+                                                                      fragment):
+    body = body.replace("/k", str(kernel)) if body else body
+    response = plugvm.client.request(method, verb, content=body)
+    assert response.status_code == status
+    assert any(fragment in line for line in errors(response)), response.text
+
+
+def test_oversized_body_is_refused(plugvm):
+    response = plugvm.put("vm.create", raw=b"[" + b"0," * (2 << 20) + b"0]")
+    assert response.status_code == 400 and "larger than" in errors(response)[-1]
+
+
+def test_the_socket_is_private_locked_and_a_stale_one_is_replaced(tmp_path, kernel):
+    (tmp_path / "api.sock").write_text("stale")
+    first = Plugvm(tmp_path)
+    try:
+        assert stat.S_IMODE(os.stat(first.socket).st_mode) == 0o600
+        assert first.get("vmm.ping").status_code == 200
+        second = subprocess.run([sys.executable, "-m", "plugvm.cli", "--api-socket", str(first.socket)],
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert second.stderr.strip() == (f"plugvm: error: --api-socket: cannot use '{first.socket}': "
+                                         "another plugvm is serving it")
+        assert first.get("vmm.ping").status_code == 200
+    finally:
+        first.close()
+
+
+def test_eight_clients_mixing_valid_and_malformed_requests(plugvm, kernel, tmp_path):
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path)).status_code == 204
+    assert plugvm.put("vm.boot").status_code == 204
+    before = plugvm.get("vm.info").json()
+    valid = [("GET", "vmm.ping", None), ("GET", "vm.info", None), ("GET", "vm.counters", None)]
+    malformed = [("PUT", "vm.create", "{"), ("PUT", "vm.create", '{"payload": 3}'), ("GET", "vm.pause", None),
+                 ("PUT", "vm.resize", '{"desired_ram": "lots"}'), ("PUT", "vm.add-disk", '{"path": 5}'),
+                 ("PUT", "vm.nothing", None), ("PUT", "vm.shutdown", '"body"'), ("POST", "vm.info", None)]
+    failures = []
+
+    def client(seed):
+        rng = random.Random(seed)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(plugvm.socket)),
+                          base_url="http://localhost/api/v1/", timeout=30) as c:
+            for _ in range(125):
+                is_valid = rng.random() < 0.5
+                method, verb, body = rng.choice(valid if is_valid else malformed)
+                r = c.request(method, verb, content=body)
+                if (is_valid and r.status_code != 200) or (not is_valid and not 400 <= r.status_code < 500):
+                    failures.append((method, verb, body, r.status_code, r.text))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert failures == []
+    assert plugvm.proc.poll() is None
+    assert plugvm.get("vm.info").json() == before
