@@ -8,8 +8,6 @@ import sys
 from plugvm import logs, plugins
 from plugvm.config import ConfigError, parse_cli
 from plugvm.errors import PlugvmError
-from plugvm.api.app import create_app
-from plugvm.api.server import ApiServer
 from plugvm.vmm import Vmm
 
 
@@ -32,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vmm = Vmm(cli.vm, registry)
         if cli.api_socket is not None:
+            # Imported here: Falcon and waitress cost start-up time a VM without an API does not pay.
+            from plugvm.api.app import create_app
+            from plugvm.api.server import ApiServer
+
             server = ApiServer(create_app(vmm), cli.api_socket)
             server.start()
         return vmm.run()

@@ -21,6 +21,8 @@ from plugvm.cpu import cpuid, lapic, msrs
 from plugvm.devices.acpi_pm import PmTimer, SleepResetRegister
 from plugvm.devices.cmos import Cmos
 from plugvm.devices.i8042 import I8042
+from plugvm.acpi.ged_aml import ged_aml, platform_area
+from plugvm.devices.ged import GED_SIZE, POWER_BUTTON_CHANGED, Ged
 from plugvm.devices.serial import Serial
 from plugvm.device_manager import DeviceManager
 from plugvm.interrupts import InterruptRouter
@@ -35,6 +37,8 @@ MXCSR_DEFAULT = 0x1F80       # all SSE exceptions masked
 
 
 IOAPIC_PINS = 24
+GED_GSI = 13          # the first GSI after the PCI INTx lines 5-12, as in cloud-hypervisor
+PAGE = 4096
 
 
 def legacy_routes() -> list[tuple[int, str, int]]:
@@ -125,9 +129,16 @@ class Machine:
                                        (layout.MEM_32BIT_DEVICES_START, layout.MEM_32BIT_DEVICES_SIZE),
                                        (mem64_start, layout.PCI_MEM64_SIZE))
         mcfg = acpi.Mcfg([(0, layout.PCI_MMCONFIG_START, 0, 0)])
+        # The GED (power button now, hotplug later) takes the top page of the platform area,
+        # which cloud-hypervisor fills top-down; the AML publishes where it is.
+        area_start, area_size = platform_area(cpuid.phys_bits(supported_cpuid))
+        ged_addr = area_start + area_size - PAGE
+        self.ged = Ged(lambda: self._pulse(GED_GSI))
+        self.mmio.insert(ged_addr, GED_SIZE, self.ged)
         tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
                                                  limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off",
-                                                 dsdt_fragments=tuple(pci_aml), extra_tables=(mcfg,)))
+                                                 dsdt_fragments=(*pci_aml, *ged_aml(ged_addr, GED_GSI)),
+                                                 extra_tables=(mcfg,)))
         self.memory.write(tables.rsdp_addr, tables.blob)
         reset_vector.install(self.memory)
         payload = cfg.payload
@@ -149,6 +160,10 @@ class Machine:
         """An edge on an ISA interrupt line."""
         self.vm.irq_line(irq, 1)
         self.vm.irq_line(irq, 0)
+
+    def power_button(self) -> None:
+        """Press the ACPI power button: the guest's OS decides what to do (it powers off)."""
+        self.ged.notify(POWER_BUTTON_CHANGED)
 
     def request_poweroff(self) -> None:
         self.outcome.set("poweroff")

@@ -40,3 +40,14 @@ def for_vcpu(supported: list[Entry], apic_id: int, max_vcpus: int) -> list[Entry
             ecx = (ecx & ~0xF0FF) | (core_bits << 12) | (max_vcpus - 1 & 0xFF)
         out.append((function, index, flags, eax, ebx, ecx, edx))
     return out
+
+
+MAX_PHYS_BITS = 46      # cloud-hypervisor's default max_phys_bits
+
+
+def phys_bits(supported: list[Entry]) -> int:
+    """The guest's physical address width: the host's (leaf 0x80000008), at most 46."""
+    for function, index, flags, eax, ebx, ecx, edx in supported:
+        if function == 0x8000_0008:
+            return min(eax & 0xFF, MAX_PHYS_BITS)
+    return 36           # no leaf: the architectural minimum for long mode with PAE

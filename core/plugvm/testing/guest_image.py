@@ -19,7 +19,8 @@ from plugvm.testing.paths import build_dir
 KERNEL_META = "linux-image-cloud-amd64"
 # What the later issues test; dependencies are added from each module's depends=.
 MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_mem", "virtiofs", "fuse", "vsock",
-           "vmw_vsock_virtio_transport", "virtio_console", "virtio_rng", "virtio_balloon"]
+           "vmw_vsock_virtio_transport", "virtio_console", "virtio_rng", "virtio_balloon",
+           "button", "evdev"]       # the ACPI power button, as an input device acpid reads
 READY_MARKER = "GUEST-READY"
 PROMPT = "guest# "
 
@@ -49,6 +50,11 @@ done
 echo online > /sys/devices/system/memory/auto_online_blocks
 ip link set lo up
 hostname guest
+# The ACPI power button (vm.power-button) arrives as KEY_POWER; busybox acpid maps it
+# to /etc/acpi/PWRF/00000080, which powers off, as systemd-logind would. (There is no
+# /var: its log and pid files go to /run.)
+acpid -l /run/acpid.log -p /run/acpid.pid
+
 # Kernel messages after boot would interleave with the output of console commands.
 dmesg -n 1
 echo "@READY@ uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -106,6 +112,9 @@ def build(root: Path | None = None, *, force: bool = False, log=print) -> GuestI
     archive.file("etc/init.d/rcS", RCS.replace("@RELEASE@", release).replace("@READY@", READY_MARKER).encode(),
                  perm=0o755)
     archive.file("etc/profile", f"export PS1='{PROMPT}'\n".encode())
+    archive.directory("etc/acpi")
+    archive.directory("etc/acpi/PWRF")
+    archive.file("etc/acpi/PWRF/00000080", b"#!/bin/sh\npoweroff\n", perm=0o755)
 
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(kernel.root / "boot" / f"vmlinuz-{release}", root / "vmlinuz")
