@@ -32,6 +32,8 @@ demo: deps install guest
 
 bench: deps install guest
 	$(BIN)/python bench/boot.py
+	$(BIN)/python bench/blk.py
+	$(BIN)/python bench/disk.py --runs 2
 
 clean:
 	rm -rf build $(VENV)

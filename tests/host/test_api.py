@@ -216,3 +216,30 @@ def test_eight_clients_mixing_valid_and_malformed_requests(plugvm, kernel, tmp_p
     assert failures == []
     assert plugvm.proc.poll() is None
     assert plugvm.get("vm.info").json() == before
+
+
+def test_api_on_an_inherited_listening_socket(tmp_path):
+    import socket as sockets
+    path = tmp_path / "inherited.sock"
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    proc = subprocess.Popen([sys.executable, "-m", "plugvm.cli", "--api-socket", f"fd={listener.fileno()}"],
+                            pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    listener.close()
+    try:
+        with api_client(path) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    ping = client.get("vmm.ping")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                    time.sleep(0.1)
+            assert ping.status_code == 200 and ping.json()["pid"] == proc.pid
+            assert client.put("vmm.shutdown").status_code == 204
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
