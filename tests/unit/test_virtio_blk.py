@@ -55,6 +55,7 @@ def test_read_write_flush_and_get_id(memory, image):
     assert image.read_bytes()[9 * 512:10 * 512] == b"\xBB" * 512
     assert memory.read(serial[0], 20) == b"SN-1".ljust(20, b"\0")
     assert context.interrupts == [0]
+    assert device.counters == {"read_bytes": 1024, "write_bytes": 1024, "read_ops": 1, "write_ops": 1}
     device.close()
 
 

@@ -72,6 +72,8 @@ class VirtioBlk(VirtioDevice):
         self.serial = (config.serial or "").encode()[:ID_BYTES].ljust(ID_BYTES, b"\0")
         self.queues = []
         self.context = None
+        # cloud-hypervisor's block counters (vm.counters), kept by the I/O thread.
+        self.counters = {"read_bytes": 0, "write_bytes": 0, "read_ops": 0, "write_ops": 0}
 
     def device_features(self) -> int:
         features = VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH
@@ -128,12 +130,17 @@ class VirtioBlk(VirtioDevice):
                 length = sum(len(v) for v in data_in)
                 if not self._in_range(sector, length):
                     return S_IOERR, 0
-                return S_OK, os.preadv(self.fd, data_in, sector * SECTOR) if data_in else 0
+                done = os.preadv(self.fd, data_in, sector * SECTOR) if data_in else 0
+                self.counters["read_ops"] += 1
+                self.counters["read_bytes"] += done
+                return S_OK, done
             if kind == T_OUT:
                 length = sum(len(v) for v in data_out)
                 if self.config.readonly or not self._in_range(sector, length) or (self.protect_sector0 and sector == 0):
                     return S_IOERR, 0
                 written = os.pwritev(self.fd, data_out, sector * SECTOR) if data_out else 0
+                self.counters["write_ops"] += 1
+                self.counters["write_bytes"] += written
                 return (S_OK if written == length else S_IOERR), 0
             if kind == T_FLUSH:
                 if not self.config.readonly:
