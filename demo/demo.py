@@ -3,11 +3,15 @@
 `make demo` runs this in the lab (or directly on a hardware-KVM host), with plugvm
 as the VMM: two vCPUs booted of four possible, 512 MiB, the console on the serial
 port, a virtio-blk disk the host wrote a greeting on, a virtio-net tap, and
-virtio-rng; then a reboot, and a poweroff that ends plugvm with status 0.
+virtio-rng; then the REST API through plugvm-remote (ping, info, pause, resume), a
+guest reboot, and the ACPI power button, which the guest answers by powering off:
+plugvm ends with status 0.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +44,11 @@ def main() -> int:
         f.truncate(64 << 20)
         f.seek(1 << 20)
         f.write(b"Hello from the host, through virtio-blk and plugvm-virtio-blk.")
+    # The socket cannot live in a 9p-shared folder (the lab's): it goes in a local one.
+    socket = Path(tempfile.mkdtemp(prefix="plugvm-demo-api-")) / "api.sock"
     argv = plugvm_argv(image, "boot=2,max=4", "512M", [
-        "--disk", f"path={disk}", "--net", "tap=plugvmdemo0,ip=192.168.251.1,mask=255.255.255.0"])
+        "--disk", f"path={disk}", "--net", "tap=plugvmdemo0,ip=192.168.251.1,mask=255.255.255.0",
+        "--api-socket", str(socket)])
     print(f"demo: booting {image.release} under: {' '.join(argv)}", flush=True)
     guest = Guest(argv, image, folder)
     try:
@@ -49,14 +56,33 @@ def main() -> int:
         print(f"demo: guest ready {guest.boot_seconds:.1f} s after the VMM started", flush=True)
         for cmd in SESSION:
             print(f"guest# {cmd}\n{guest.console.run(cmd)}", flush=True)
+        remote = [str(Path(sys.executable).parent / "plugvm-remote"), "--api-socket", str(socket)]
+
+        def api(*command: str) -> str:
+            out = subprocess.run(remote + list(command), capture_output=True, text=True, timeout=120)
+            print(f"$ plugvm-remote {' '.join(command)}  (exit {out.returncode})", flush=True)
+            return out.stdout.strip()
+
+        print(api("ping"), flush=True)
+        info = json.loads(api("info"))
+        print(f"state {info['state']}; devices: " + ", ".join(
+            f"{node['children'][0]} at {node['pci_bdf']}" for node in info["device_tree"].values() if "pci_bdf" in node))
+        before = float(guest.console.run("cut -d' ' -f1 /proc/uptime"))
+        api("pause")
+        time.sleep(5)
+        api("resume")
+        after = float(guest.console.run("cut -d' ' -f1 /proc/uptime"))
+        print(f"demo: across a 5 s pause the guest's clock moved {after - before:.1f} s", flush=True)
         print("guest# reboot", flush=True)
         start = time.monotonic()
         guest.console.send("reboot\n")
         guest.wait_ready(300)
         print(f"demo: the guest rebooted and was ready again {time.monotonic() - start:.1f} s later", flush=True)
         start = time.monotonic()
-        status = guest.poweroff()
-        print(f"guest# poweroff\ndemo: VMM exited {status} {time.monotonic() - start:.1f} s later", flush=True)
+        api("power-button")
+        status = guest.wait_exit(180)
+        print(f"demo: the guest powered off; the VMM exited {status} {time.monotonic() - start:.1f} s later",
+              flush=True)
         return status
     finally:
         guest.kill()
