@@ -4,9 +4,7 @@ without hotplug: iasl disassembles and recompiles them cleanly, and acpiexec loa
 them and evaluates _CRS, _PRT, a slot's _ADR and (with hotplug) the eject path."""
 
 import re
-import shutil
 import struct
-import subprocess
 
 import pytest
 
@@ -17,33 +15,10 @@ from plugvm.acpi.aml_extra import (Acquire, And, Arg, Field, FieldAccess, FieldU
 from plugvm.acpi.errors import AmlError
 from plugvm.acpi.mcfg import Mcfg
 from plugvm.acpi.pci_aml import PCI_INTX_IRQS, host_bridge, pci_segment_aml
+from plugvm.testing.acpica import CLEAN_COMPILE, problems, run, tool
 
 MMCONFIG, MEM32, MEM64 = 0xE800_0000, (0xC000_0000, 640 << 20), (1 << 36, 64 << 30)
 HOTPLUG = (0xFFFF_EF00_0000, 0x10)
-
-
-def iasl():
-    return shutil.which("iasl") or pytest.fail("iasl is not installed (Debian: apt-get install acpica-tools)")
-
-
-def acpiexec():
-    return shutil.which("acpiexec") or pytest.fail("acpiexec is not installed (Debian: apt-get install acpica-tools)")
-
-
-def run(*argv, cwd):
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
-    return done.returncode, done.stdout + done.stderr
-
-
-# As in test_acpi_tables: a complaint from ACPICA, but not iasl's clean-compile summary,
-# nor acpiexec's Resources command finding no _SRS (no device of ours has one).
-PROBLEM = re.compile(r"error|warning|repair|mismatch|fail|AE_|invalid|incorrect|\*\*\*\*", re.I)
-CLEAN_COMPILE = re.compile(r"^Compilation successful\. 0 Errors, 0 Warnings, 0 Remarks\b", re.M)
-EXPECTED = re.compile(f"{CLEAN_COMPILE.pattern}|AcpiSetCurrentResources failed: AE_NOT_FOUND$")
-
-
-def problems(text):
-    return [line for line in text.splitlines() if PROBLEM.search(line) and not EXPECTED.search(line)]
 
 
 # --- Golden bytes: (ASL, objects, hex). iasl compiles each ASL to the same bytes.
@@ -105,7 +80,7 @@ def test_golden_bytes(asl, objects, hex_bytes):
 @pytest.mark.parametrize("asl, objects, hex_bytes", GOLDEN.values(), ids=GOLDEN.keys())
 def test_iasl_compiles_the_golden_asl_to_the_same_bytes(asl, objects, hex_bytes, tmp_path):
     (tmp_path / "golden.asl").write_text(f'DefinitionBlock ("", "SSDT", 2, "CLOUDH", "GOLDEN", 1)\n{{\n{asl}\n}}\n')
-    rc, output = run(iasl(), "-on", "-p", "golden", "golden.asl", cwd=tmp_path)
+    rc, output = run(tool("iasl"), "-on", "-p", "golden", "golden.asl", cwd=tmp_path)
     assert rc == 0 and re.search(r"Compilation successful\. 0 Errors, 0 Warnings", output), output
     assert (tmp_path / "golden.aml").read_bytes()[36:].hex(" ") == bytes.fromhex(hex_bytes).hex(" ")
 
@@ -188,12 +163,12 @@ def acpica(request, tmp_path_factory):
     tables = {sig: t for sig, t in image(variant).tables.items() if sig != "RSDP"}
     for sig, table in tables.items():
         (directory / f"{sig.lower()}.dat").write_bytes(table)
-        steps[f"iasl -d {sig}"] = run(iasl(), "-d", f"{sig.lower()}.dat", cwd=directory)
-    steps["iasl DSDT"] = run(iasl(), "-on", "-p", "re-dsdt", "dsdt.dsl", cwd=directory)
+        steps[f"iasl -d {sig}"] = run(tool("iasl"), "-d", f"{sig.lower()}.dat", cwd=directory)
+    steps["iasl DSDT"] = run(tool("iasl"), "-on", "-p", "re-dsdt", "dsdt.dsl", cwd=directory)
     commands = ["Paths", "Predefined", "Resources"] + [f"Evaluate {p}" for p in EVALUATE]
     commands += [f"Evaluate {p}" for p in EJECT] if VARIANTS[variant] else []
     loaded = [f"{sig.lower()}.dat" for sig in tables if sig != "XSDT"]      # acpiexec makes its own XSDT
-    steps["acpiexec"] = run(acpiexec(), "-b", ";".join(commands), *loaded, cwd=directory)
+    steps["acpiexec"] = run(tool("acpiexec"), "-b", ";".join(commands), *loaded, cwd=directory)
     return variant, directory, steps
 
 

@@ -4,9 +4,7 @@ checked by ACPICA itself: iasl disassembles and recompiles every table, and
 acpiexec loads them and walks the namespace, the predefined names and _CRS."""
 
 import re
-import shutil
 import struct
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -18,6 +16,7 @@ from plugvm.acpi.aml import (Cacheability, Device, DWordIo, DWordMemory, Interru
 from plugvm.acpi.sdt import SystemTable
 from plugvm.devices.acpi_pm import SleepResetRegister
 from plugvm.errors import PlugvmError
+from plugvm.testing.acpica import CLEAN_COMPILE, problems, run, tool
 
 
 class Mcfg(SystemTable):
@@ -227,24 +226,6 @@ def test_tables_that_fit_exactly_are_accepted():
 
 # --- ACPICA: iasl and acpiexec
 
-def tool(name):
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: the ACPI tables are validated with ACPICA's tools "
-                    f"(Debian: apt-get install acpica-tools)")
-    return path
-
-
-def run(*argv, cwd):
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
-    return done.returncode, done.stdout + done.stderr
-
-
-# A complaint from ACPICA. Not one: iasl's summary of a clean compile, and acpiexec's
-# Resources command finding no _SRS (which no fixed-resource device of ours has).
-PROBLEM = re.compile(r"error|warning|repair|mismatch|fail|AE_|invalid|incorrect|\*\*\*\*", re.I)
-CLEAN_COMPILE = re.compile(r"^Compilation successful\. 0 Errors, 0 Warnings, 0 Remarks\b", re.M)
-EXPECTED = re.compile(f"{CLEAN_COMPILE.pattern}|AcpiSetCurrentResources failed: AE_NOT_FOUND$")
 ACPIEXEC_COMMANDS = "Namespace;Paths;Predefined;Integrity;Resources;Evaluate \\_S5_"
 
 
@@ -264,10 +245,6 @@ def without_x2apic_online_capable(madt):
 def asl_code(asl):
     """ASL without comments or whitespace, to compare disassembly with what we meant."""
     return re.sub(r"\s+", "", re.sub(r"//[^\n]*|/\*.*?\*/", "", asl, flags=re.S))
-
-
-def problems(text):
-    return [line for line in text.splitlines() if PROBLEM.search(line) and not EXPECTED.search(line)]
 
 
 def rsdp_source(rsdp):

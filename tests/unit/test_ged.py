@@ -5,8 +5,6 @@ the DSDT: iasl disassembles and recompiles them cleanly, and acpiexec loads them
 evaluates both _CRS and runs _EVT into each scan method and the power button."""
 
 import re
-import shutil
-import subprocess
 import threading
 
 import pytest
@@ -18,6 +16,7 @@ from plugvm.acpi.ged_aml import event_device, ged_aml, platform_area
 from plugvm.acpi.platform_aml import power_button
 from plugvm.devices.ged import (ALL_FLAGS, CPU_DEVICES_CHANGED, GED_SIZE, MEMORY_DEVICES_CHANGED,
                                 PCI_DEVICES_CHANGED, POWER_BUTTON_CHANGED, Ged, GedError)
+from plugvm.testing.acpica import CLEAN_COMPILE, problems, run, tool
 
 ADDR, IRQ = 0xFEB0_0000, 13
 
@@ -191,30 +190,6 @@ Device (GEC_) {{
 }}"""
 
 
-def iasl():
-    return shutil.which("iasl") or pytest.fail("iasl is not installed (Debian: apt-get install acpica-tools)")
-
-
-def acpiexec():
-    return shutil.which("acpiexec") or pytest.fail("acpiexec is not installed (Debian: apt-get install acpica-tools)")
-
-
-def run(*argv, cwd):
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
-    return done.returncode, done.stdout + done.stderr
-
-
-# As in test_acpi_pci: a complaint from ACPICA, but not iasl's clean-compile summary,
-# nor acpiexec's Resources command finding no _SRS (no device of ours has one).
-PROBLEM = re.compile(r"error|warning|repair|mismatch|fail|AE_|invalid|incorrect|\*\*\*\*", re.I)
-CLEAN_COMPILE = re.compile(r"^Compilation successful\. 0 Errors, 0 Warnings, 0 Remarks\b", re.M)
-EXPECTED = re.compile(f"{CLEAN_COMPILE.pattern}|AcpiSetCurrentResources failed: AE_NOT_FOUND$")
-
-
-def problems(text):
-    return [line for line in text.splitlines() if PROBLEM.search(line) and not EXPECTED.search(line)]
-
-
 VARIANTS = {"power-button": {}, "all-scans": {"cpus": True, "memory": True, "pci": True},
             "cpus-only": {"cpus": True}}
 
@@ -226,7 +201,7 @@ def test_iasl_compiles_the_asl_to_the_same_bytes(variant, tmp_path):
            'Scope (\\_SB_) { Device (PWRB) { Name (_HID, EisaId ("PNP0C0C")) Name (_UID, Zero) } }\n'
            f'{ged_asl(**flags)}\nScope (\\_SB_) {{\n{STUB_ASL}\n}}\n}}\n')
     (tmp_path / "golden.asl").write_text(asl)
-    rc, output = run(iasl(), "-on", "-p", "golden", "golden.asl", cwd=tmp_path)
+    rc, output = run(tool("iasl"), "-on", "-p", "golden", "golden.asl", cwd=tmp_path)
     assert rc == 0 and CLEAN_COMPILE.search(output), output
     ours = [Scope("\\_SB_", power_button()), *ged_aml(ADDR, IRQ, **flags), stub_scans()]
     assert (tmp_path / "golden.aml").read_bytes()[36:].hex(" ") == b"".join(o.to_bytes() for o in ours).hex(" ")
@@ -270,14 +245,14 @@ def acpica(request, tmp_path_factory):
     variant, directory, steps = request.param, tmp_path_factory.mktemp(f"ged-{request.param}"), {}
     for sig, table in tables(variant).items():
         (directory / f"{sig.lower()}.dat").write_bytes(table)
-        steps[f"iasl -d {sig}"] = run(iasl(), "-d", f"{sig.lower()}.dat", cwd=directory)
-    steps["iasl DSDT"] = run(iasl(), "-on", "-p", "re-dsdt", "dsdt.dsl", cwd=directory)
+        steps[f"iasl -d {sig}"] = run(tool("iasl"), "-d", f"{sig.lower()}.dat", cwd=directory)
+    steps["iasl DSDT"] = run(tool("iasl"), "-on", "-p", "re-dsdt", "dsdt.dsl", cwd=directory)
     commands = ["Paths", "Predefined", "Resources", r"Evaluate \_SB_.GED_._CRS", r"Evaluate \_SB_.GEC_._CRS",
                 r"Evaluate \_SB_.GED_._EVT 0", r"Evaluate \TGED 0x8"]
     hits = [rf"Evaluate \_SB_.{dev}.HIT_" for dev in ("CPUS", "MHPC", "PHPR")] if VARIANTS[variant] else []
     commands += hits + [r"Evaluate \TGED 0x7"] + hits
     loaded = [f"{sig.lower()}.dat" for sig in tables(variant) if sig != "XSDT"]     # acpiexec makes its own XSDT
-    steps["acpiexec"] = run(acpiexec(), "-b", ";".join(commands), *loaded, cwd=directory)
+    steps["acpiexec"] = run(tool("acpiexec"), "-b", ";".join(commands), *loaded, cwd=directory)
     return variant, directory, steps
 
 
