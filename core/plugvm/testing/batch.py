@@ -100,8 +100,7 @@ class Batch:
                 except LabHangError as e:
                     self.problems.append(f"attempt {attempt}: {e}")
                     for folder in e.results:
-                        self._collect(folder)
-                        shutil.rmtree(folder, ignore_errors=True)
+                        self._collect(folder)   # the folder stays: its post-mortem and L1's logs
                     remaining = [n for n in remaining if not self._finished(n)]
                     if remaining:
                         self._note(f"lab: L1 hung; resuming the batch with {len(remaining)} unfinished tests")

@@ -34,6 +34,7 @@ from plugvm.testing.paths import build_dir
 
 UP, BEGIN, END, FAILED = "PLUGVM-LAB-UP", "PLUGVM-LAB-BEGIN", "PLUGVM-LAB-END rc=", "PLUGVM-LAB-FAILED"
 HEARTBEAT_SECONDS = 2
+KMSG, MONITOR, POST_MORTEM = "l1-kmsg.log", "monitor.sock", "post-mortem.txt"
 # Variables that describe the host session rather than the command.
 _ENV_SKIP = {"HOME", "TMPDIR", "PWD", "OLDPWD", "SHLVL", "_", "TERM", "DISPLAY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
 
@@ -44,7 +45,13 @@ STAGE2 = """\
 R=@RESULTS@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /run/tmp
-( while :; do date +%s > $R/heartbeat; sleep @BEAT@; done ) &
+# ttyS1 is a file on the host: the kernel log and a beat that do not go through 9p,
+# so that after a hang the host can tell a stalled share from a stalled L1.
+cat /dev/kmsg > /dev/ttyS1 2>/dev/null &
+# The symbols for a post-mortem's RIP (Debian's System.map is a stub); saved once
+# per L1 image, which boots with nokaslr so that they stay put.
+[ -e @KALLSYMS@ ] || grep ' [tTwW] ' /proc/kallsyms > $R/kallsyms
+( while :; do date +%s > $R/heartbeat; echo "beat $(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS1; sleep @BEAT@; done ) &
 sleep 0.2
 echo "@UP@ uptime=$(cut -d' ' -f1 /proc/uptime)"
 echo "@BEGIN@"
@@ -103,6 +110,7 @@ class Lab:
         self.status = status or (lambda msg: print(f"plugvm-lab: {msg}", file=sys.stderr, flush=True))
         self.mode = "l1" if hostkvm.needs_l1() else "direct"
         self.root = build_dir() / "lab"
+        self.image: l1_image.L1Image | None = None
 
     def run(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 3600.0, output: Callable[[str], None] | None = None) -> LabRun:
@@ -146,7 +154,7 @@ class Lab:
 
     def _in_l1(self, argv, cwd, env, timeout, output) -> LabRun:
         require("qemu-system-x86_64", "qemu-system-x86")
-        image = l1_image.build(self.root / "image", log=self.status)
+        image = self.image = l1_image.build(self.root / "image", log=self.status)
         deadline = time.monotonic() + timeout
         hangs, folders = [], []
         for attempt in range(1, self.attempts + 1):
@@ -160,7 +168,7 @@ class Lab:
             except _Hung as hung:
                 hangs.append(str(hung))
                 self.status(f"attempt {attempt}: {hung}")
-        raise LabHangError(f"L1 hung on {len(hangs)} attempt(s): " + "; ".join(hangs), folders)
+        raise LabHangError(f"L1 hung on {len(hangs)} attempt(s):\n" + "\n".join(hangs), folders)
 
     def _write_scripts(self, results: Path, argv, cwd: Path, env: dict[str, str], attempt: int) -> None:
         env = {k: v for k, v in env.items() if k not in _ENV_SKIP and k.isidentifier()}
@@ -171,15 +179,18 @@ class Lab:
         lines.append("exec " + shlex.join(argv))
         (results / "command.sh").write_text("\n".join(lines) + "\n")
         stage2 = (STAGE2.replace("@RESULTS@", shlex.quote(str(results))).replace("@BEAT@", str(HEARTBEAT_SECONDS))
+                  .replace("@KALLSYMS@", shlex.quote(str(self.root / "image" / "kallsyms")))
                   .replace("@UP@", UP).replace("@BEGIN@", BEGIN).replace("@END@", END))
         (results / "stage2.sh").write_text(stage2)
 
     def _qemu_argv(self, image: l1_image.L1Image, results: Path) -> list[str]:
         return [
             "qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-cpu", "qemu64,+svm,+npt", "-smp", "1",
-            "-m", self.memory, "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "stdio",
+            "-m", self.memory, "-nodefaults", "-display", "none", "-serial", "stdio",
+            "-serial", f"file:{results / KMSG}", "-monitor", f"unix:{results / MONITOR},server=on,wait=off",
             "-no-reboot", "-kernel", str(image.kernel), "-initrd", str(image.initramfs),
-            "-append", f"console=ttyS0 panic=-1 loglevel=1 plugvm.lab={results}",
+            # nokaslr: a hung L1's RIP maps onto System.map as it is (see _post_mortem).
+            "-append", f"console=ttyS0 panic=-1 loglevel=1 nokaslr plugvm.lab={results}",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={results},mount_tag=lab,security_model=none,multidevs=remap",
         ]
@@ -226,12 +237,13 @@ class Lab:
                     except FileNotFoundError:
                         age = now - state.up
                     if age > self.hang_seconds:
-                        self._kill(proc, f"L1's heartbeat stopped {age:.0f} s ago")
+                        self._kill(proc, f"L1's heartbeat stopped {age:.0f} s ago", results)
 
-    def _kill(self, proc: subprocess.Popen, why: str) -> None:
+    def _kill(self, proc: subprocess.Popen, why: str, results: Path | None = None) -> None:
+        summary = post_mortem(results, self.image) if results is not None else ""
         proc.kill()
         proc.wait()
-        raise _Hung(f"{why}: killed L1's QEMU (pid {proc.pid})")
+        raise _Hung(f"{why}: killed L1's QEMU (pid {proc.pid})" + (f"\n{summary}" if summary else ""))
 
     def _read_console(self, proc: subprocess.Popen, state: _Attempt, log_path: Path, output) -> None:
         in_command = False
@@ -270,3 +282,83 @@ class Lab:
                         state.changed.notify_all()
         with state.changed:
             state.changed.notify_all()
+
+
+def _monitor(path: Path, commands: list[str], timeout: float = 10.0) -> str:
+    """Run HMP commands on L1's QEMU monitor and return what it printed."""
+    import socket
+    out = []
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        for cmd in [None, *commands]:
+            if cmd is not None:
+                s.sendall(cmd.encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"(qemu) "):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            out.append(buf.decode("utf-8", "replace"))
+    return "".join(out)
+
+
+def _symbol(rip: int, system_map: Path | None) -> str:
+    if system_map is None or not system_map.exists():
+        return ""
+    best = None
+    for line in system_map.read_text().splitlines():
+        addr, kind, name = (line.split() + ["", ""])[:3]
+        try:
+            value = int(addr, 16)
+        except ValueError:
+            continue
+        if kind.lower() in "tw" and value <= rip and (best is None or value > best[0]):
+            best = (value, name)
+    return f"{best[1]}+{rip - best[0]:#x}" if best else ""
+
+
+def _kmsg_line(record: str) -> str:
+    """'6,346,2785534,-;text' (a /dev/kmsg record) → '[    2.785534] text'."""
+    head, _, text = record.partition(";")
+    fields = head.split(",")
+    try:
+        return f"[{int(fields[2]) / 1e6:12.6f}] {text}"
+    except (IndexError, ValueError):
+        return record
+
+
+def post_mortem(results: Path, image: l1_image.L1Image | None) -> str:
+    """Before a hung L1 is killed: save its registers (twice, to tell a loop from a
+    stop) and the tail of its kernel log to results/post-mortem.txt; return a summary."""
+    import re
+    lines = []
+    try:
+        first = _monitor(results / MONITOR, ["info registers"])
+        time.sleep(1)
+        second = _monitor(results / MONITOR, ["info registers"])
+        (results / POST_MORTEM).write_text(first + "\n----- one second later -----\n" + second)
+        system_map = image.kernel.parent / "kallsyms" if image else None
+        if system_map and not system_map.exists() and (results / "kallsyms").exists():
+            shutil.copyfile(results / "kallsyms", system_map)
+        for name, text in (("RIP", first), ("RIP 1 s later", second)):
+            m = re.search(r"RIP=([0-9a-f]+)", text)
+            hlt = " (halted)" if re.search(r"\bHLT=1", text) else ""
+            cr3 = re.search(r"CR3=([0-9a-f]+)", text)
+            if m:
+                rip = int(m.group(1), 16)
+                lines.append(f"L1 {name}: {rip:#x} {_symbol(rip, system_map)}{hlt} CR3={cr3.group(1) if cr3 else '?'}")
+    except OSError as e:
+        lines.append(f"L1's monitor did not answer: {e}")
+    try:
+        tail = (results / KMSG).read_text(errors="replace").splitlines()
+        beats = [t for t in tail if t.startswith("beat ")]
+        quiet = time.time() - (results / KMSG).stat().st_mtime
+        lines.append(f"L1's last beat on ttyS1: {beats[-1] if beats else 'none'}; ttyS1 quiet for {quiet:.0f} s "
+                     f"(a live ttyS1 with a stale heartbeat file means the 9p share stalled, not L1)")
+        kernel = [_kmsg_line(t) for t in tail if not t.startswith("beat ")]
+        lines += ["L1's last kernel messages:"] + kernel[-12:]
+    except FileNotFoundError:
+        pass
+    return "\n".join(lines)
