@@ -41,6 +41,8 @@ def test_hung_l1_is_killed_by_pid_and_retried():
     assert run.returncode == 0 and run.attempts == 2
     assert lines[-1] == "second attempt ran\n"
     assert any("heartbeat stopped" in n and "killed L1's QEMU (pid" in n for n in notes), notes
+    # The post-mortem: where L1's CPU was, and that its ttyS1 beat stopped too.
+    assert any("L1 RIP: 0x" in n and "L1's last beat on ttyS1: beat " in n for n in notes), notes
     run.cleanup()
 
 
@@ -81,3 +83,35 @@ def test_pytest_lab_tests_run_as_one_batch_with_per_test_results_on_the_host():
     assert "this failure must show on the host" in out
     assert "2 lab tests ran in one l1 batch" in out
     assert "1 failed, 2 passed" in out
+
+
+def test_batch_gives_up_on_a_test_that_hangs_l1_and_runs_the_rest():
+    folder = build_dir() / "scratch" / "batch-hang"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test_hang.py").write_text(textwrap.dedent("""
+        import subprocess
+        import pytest
+
+        pytestmark = pytest.mark.lab
+
+        def test_first():
+            pass
+
+        def test_freezes_l1():
+            open("/proc/sys/kernel/sched_rt_runtime_us", "w").write("-1")
+            subprocess.run(["chrt", "-f", "99", "sh", "-c", "while :; do :; done"])
+
+        def test_after_the_hang():
+            pass
+    """))
+    env = {**__import__("os").environ, "PLUGVM_BUILD_DIR": str(build_dir()), "PLUGVM_LAB_HANG_SECONDS": "12"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(folder),
+                           str(folder / "test_hang.py")], capture_output=True, text=True, timeout=900,
+                          cwd=folder, env=env)
+    out = proc.stdout
+    assert proc.returncode == 1, out
+    assert "test_hang.py::test_first PASSED" in out
+    assert "test_hang.py::test_freezes_l1 FAILED" in out
+    assert "test_hang.py::test_after_the_hang PASSED" in out
+    assert "L1 hung 2 times while this test ran" in out
+    assert "L1 hung while test_hang.py::test_freezes_l1 ran" in out

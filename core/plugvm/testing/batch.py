@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +24,10 @@ from plugvm.testing.lab import Lab, LabRun
 from plugvm.testing.paths import build_dir
 
 REPORTS = "pytest-reports.jsonl"
-BATCH_ATTEMPTS = 3
+BATCH_ATTEMPTS = 4
+# A test in which L1 hung this many times is reported failed and the batch goes
+# on without it: a test that hangs L1 every time must not starve the others.
+HANGS_PER_TEST = 2
 
 
 class Reporter:
@@ -57,6 +59,7 @@ class Batch:
         self.order: list[str] = []
         self.reports: dict[str, list] | None = None
         self.problems: list[str] = []   # why some tests may have no report
+        self.hung: dict[str, str] = {}  # nodeid → why the batch gave up on it
         self.run: LabRun | None = None
         self.log = build_dir() / "lab" / "batch.log"
 
@@ -88,6 +91,7 @@ class Batch:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         lab = Lab(status=lambda msg: self._note(f"lab: {msg}"), attempts=1)
         remaining = list(self.order)
+        hangs: dict[str, int] = {}
         with open(self.log, "w") as log:
             def output(line: str) -> None:
                 log.write(line)
@@ -98,12 +102,20 @@ class Batch:
                     self.run = lab.run(argv, cwd=self.config.rootpath, output=output,
                                        timeout=self.config.getoption("lab_timeout"))
                 except LabHangError as e:
-                    self.problems.append(f"attempt {attempt}: {e}")
                     for folder in e.results:
                         self._collect(folder)   # the folder stays: its post-mortem and L1's logs
                     remaining = [n for n in remaining if not self._finished(n)]
+                    # The inner run goes in order: the first unfinished test is the one L1 hung in.
+                    culprit = remaining[0] if remaining else None
+                    where = f" while {culprit} ran" if culprit else ""
+                    self.problems.append(f"attempt {attempt}: L1 hung{where}: {e}")
+                    if culprit:
+                        hangs[culprit] = hangs.get(culprit, 0) + 1
+                        if hangs[culprit] >= HANGS_PER_TEST:
+                            self.hung[culprit] = f"L1 hung {hangs[culprit]} times while this test ran"
+                            remaining.pop(0)
                     if remaining:
-                        self._note(f"lab: L1 hung; resuming the batch with {len(remaining)} unfinished tests")
+                        self._note(f"lab: L1 hung{where}; resuming the batch with {len(remaining)} unfinished tests")
                         continue
                     return
                 except TestingError as e:
@@ -144,7 +156,8 @@ class Batch:
         tail = ""
         if self.log.exists():
             tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-        text = "\n".join(["no result came back from the lab for this test", *self.problems,
+        why = self.hung.get(item.nodeid, "no result came back from the lab for this test")
+        text = "\n".join([why, *self.problems,
                           "last lines of the batch's output:", tail])
         common = dict(nodeid=item.nodeid, location=item.location, keywords={}, sections=[], duration=0.0)
         return [pytest.TestReport(outcome="passed", longrepr=None, when="setup", **common),

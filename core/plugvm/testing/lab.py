@@ -185,7 +185,7 @@ class Lab:
 
     def _qemu_argv(self, image: l1_image.L1Image, results: Path) -> list[str]:
         return [
-            "qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-cpu", "qemu64,+svm,+npt", "-smp", "1",
+            *shlex.split(os.environ.get("PLUGVM_LAB_QEMU", "qemu-system-x86_64")), "-accel", "tcg", "-M", "q35", "-cpu", "qemu64,+svm,+npt", "-smp", "1",
             "-m", self.memory, "-nodefaults", "-display", "none", "-serial", "stdio",
             "-serial", f"file:{results / KMSG}", "-monitor", f"unix:{results / MONITOR},server=on,wait=off",
             "-no-reboot", "-kernel", str(image.kernel), "-initrd", str(image.initramfs),
@@ -316,7 +316,10 @@ def _symbol(rip: int, system_map: Path | None) -> str:
             continue
         if kind.lower() in "tw" and value <= rip and (best is None or value > best[0]):
             best = (value, name)
-    return f"{best[1]}+{rip - best[0]:#x}" if best else ""
+    if best is None or rip - best[0] > 0x10000:
+        # Not L1's code: the CPU was running L2 (its KASLR'd kernel) when sampled.
+        return "(not in L1's kernel: in L2)" if rip >= 0xffffffff80000000 else "(user space)"
+    return f"{best[1]}+{rip - best[0]:#x}"
 
 
 def _kmsg_line(record: str) -> str:

@@ -8,6 +8,8 @@ session run together in L1 (see plugvm.testing.batch).
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -42,8 +44,18 @@ def guest_image() -> GuestImage:
     return GuestImage.load()
 
 
+def _guest_logs(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Where a test's guests keep their console transcript and stderr. Inside L1
+    that is the lab's shared folder, so that they outlive an L1 that hangs."""
+    shared = os.environ.get("PLUGVM_LAB_RESULTS")
+    if not shared:
+        return tmp_path / "logs"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
+    return Path(shared) / "guests" / name
+
+
 @pytest.fixture
-def launch_guest(guest_image: GuestImage, tmp_path: Path):
+def launch_guest(guest_image: GuestImage, tmp_path: Path, request: pytest.FixtureRequest):
     """A factory: launch_guest(vmm="qemu", cpus=1, memory="512M", extra=(), wait=True) starts
     the VMM on the test guest and returns a Guest whose .console takes commands.
     Every guest still running at the end of the test is killed, and its console
@@ -52,7 +64,7 @@ def launch_guest(guest_image: GuestImage, tmp_path: Path):
 
     def launch(vmm: str = "qemu", cpus: int | str = 1, memory: str = "512M", extra=(), wait: bool = True) -> Guest:
         argv = LAUNCHERS[vmm](guest_image, cpus, memory, extra)
-        guest = Guest(argv, guest_image, tmp_path / "logs", name=f"{vmm}{len(guests)}")
+        guest = Guest(argv, guest_image, _guest_logs(request, tmp_path), name=f"{vmm}{len(guests)}")
         guests.append(guest)
         return guest.wait_ready() if wait else guest
 
