@@ -9,10 +9,7 @@ a per-run folder is shared read-write and mounted at its host path. The
 host's /tmp is visible (read-only, like the rest); TMPDIR points to a tmpfs.
 
 L1 with more than one vCPU hung in 2 of 13 boots (nested-lab.md §3), so L1
-gets one vCPU, and a watchdog pokes (NMI), then kills, an L1 whose heartbeat
-stops, writes a post-mortem, and retries once. QEMU 7.2 hung L1 in about one
-test in five; tools/install-deps installs QEMU 10. PLUGVM_LAB_QEMU overrides
-the emulator's command.
+gets one vCPU, and a watchdog kills an L1 whose heartbeat stops and retries once.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ from plugvm.testing.paths import build_dir
 UP, BEGIN, END, FAILED = "PLUGVM-LAB-UP", "PLUGVM-LAB-BEGIN", "PLUGVM-LAB-END rc=", "PLUGVM-LAB-FAILED"
 HEARTBEAT_SECONDS = 2
 KMSG, MONITOR, POST_MORTEM = "l1-kmsg.log", "monitor.sock", "post-mortem.txt"
-POKE_SECONDS = 20
 # Variables that describe the host session rather than the command.
 _ENV_SKIP = {"HOME", "TMPDIR", "PWD", "OLDPWD", "SHLVL", "_", "TERM", "DISPLAY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
 
@@ -99,9 +95,6 @@ class _Attempt:
     rc: int | None = None
     failed: str | None = None
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
-    poked: bool = False         # an NMI was sent during the current stall
-    pokes: int = 0
-    pokes_pending: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -245,30 +238,6 @@ class Lab:
                         age = now - state.up
                     if age > self.hang_seconds:
                         self._kill(proc, f"L1's heartbeat stopped {age:.0f} s ago", results)
-                    self._poke(state, results, age)
-
-    def _poke(self, state: _Attempt, results: Path, age: float) -> None:
-        """QEMU 7.2's TCG can leave L1's CPU in L2 with L1's own timer interrupt
-        never taken, so L1 stalls for good (seen as an L2 RIP that does not move).
-        An NMI forces a #VMEXIT (KVM intercepts NMIs) and gives L1 its CPU back;
-        one per stall, after POKE_SECONDS of silence."""
-        if age < POKE_SECONDS:
-            state.poked = False
-            if state.pokes_pending:
-                state.pokes_pending = 0
-                self.status("L1's heartbeat came back after the NMI")
-            return
-        if state.poked:
-            return
-        state.poked = True
-        state.pokes += 1
-        summary = post_mortem(results, self.image, name=f"poke-{state.pokes}.txt")
-        try:
-            _monitor(results / MONITOR, ["nmi"])
-            state.pokes_pending = 1
-            self.status(f"L1's heartbeat stopped {age:.0f} s ago: sent L1 an NMI\n{summary}")
-        except OSError as e:
-            self.status(f"L1's heartbeat stopped {age:.0f} s ago; its monitor did not take an NMI: {e}")
 
     def _kill(self, proc: subprocess.Popen, why: str, results: Path | None = None) -> None:
         summary = post_mortem(results, self.image) if results is not None else ""
@@ -363,7 +332,7 @@ def _kmsg_line(record: str) -> str:
         return record
 
 
-def post_mortem(results: Path, image: l1_image.L1Image | None, name: str = POST_MORTEM) -> str:
+def post_mortem(results: Path, image: l1_image.L1Image | None) -> str:
     """Before a hung L1 is killed: save its registers (twice, to tell a loop from a
     stop) and the tail of its kernel log to results/post-mortem.txt; return a summary."""
     import re
@@ -371,8 +340,8 @@ def post_mortem(results: Path, image: l1_image.L1Image | None, name: str = POST_
     try:
         first = _monitor(results / MONITOR, ["info registers"])
         time.sleep(1)
-        second = _monitor(results / MONITOR, ["info registers", "x /4i $pc", "info lapic"])
-        (results / name).write_text(first + "\n----- one second later -----\n" + second)
+        second = _monitor(results / MONITOR, ["info registers"])
+        (results / POST_MORTEM).write_text(first + "\n----- one second later -----\n" + second)
         system_map = image.kernel.parent / "kallsyms" if image else None
         if system_map and not system_map.exists() and (results / "kallsyms").exists():
             shutil.copyfile(results / "kallsyms", system_map)
