@@ -79,7 +79,7 @@ def main() -> int:
         guest_boots(args.runs)
         return 0
     host_startup(max(args.runs, 5))
-    run = Lab().run([sys.executable, __file__, "--guest-only", "--runs", str(args.runs)])
+    run = Lab(attempts=3).run([sys.executable, __file__, "--guest-only", "--runs", str(args.runs)])
     return run.returncode
 
 

@@ -80,7 +80,7 @@ def main() -> int:
     if args.in_lab:
         in_guest(args.runs, args.mib)
         return 0
-    return Lab().run([sys.executable, __file__, "--in-lab", "--runs", str(args.runs), "--mib", str(args.mib)]).returncode
+    return Lab(attempts=3).run([sys.executable, __file__, "--in-lab", "--runs", str(args.runs), "--mib", str(args.mib)]).returncode
 
 
 if __name__ == "__main__":

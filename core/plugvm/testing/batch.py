@@ -24,10 +24,10 @@ from plugvm.testing.lab import Lab, LabRun
 from plugvm.testing.paths import build_dir
 
 REPORTS = "pytest-reports.jsonl"
-BATCH_ATTEMPTS = 4
+BATCH_ATTEMPTS = 8
 # A test in which L1 hung this many times is reported failed and the batch goes
 # on without it: a test that hangs L1 every time must not starve the others.
-HANGS_PER_TEST = 2
+HANGS_PER_TEST = 3
 
 
 class Reporter:

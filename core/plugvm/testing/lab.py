@@ -35,6 +35,7 @@ from plugvm.testing.paths import build_dir
 UP, BEGIN, END, FAILED = "PLUGVM-LAB-UP", "PLUGVM-LAB-BEGIN", "PLUGVM-LAB-END rc=", "PLUGVM-LAB-FAILED"
 HEARTBEAT_SECONDS = 2
 KMSG, MONITOR, POST_MORTEM = "l1-kmsg.log", "monitor.sock", "post-mortem.txt"
+STALL_SECONDS = 20
 # Variables that describe the host session rather than the command.
 _ENV_SKIP = {"HOME", "TMPDIR", "PWD", "OLDPWD", "SHLVL", "_", "TERM", "DISPLAY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
 
@@ -95,6 +96,7 @@ class _Attempt:
     rc: int | None = None
     failed: str | None = None
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
+    checked: bool = False       # the current silence was looked at (_check_stall)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -238,9 +240,28 @@ class Lab:
                         age = now - state.up
                     if age > self.hang_seconds:
                         self._kill(proc, f"L1's heartbeat stopped {age:.0f} s ago", results)
+                    self._check_stall(proc, state, results, age)
 
-    def _kill(self, proc: subprocess.Popen, why: str, results: Path | None = None) -> None:
-        summary = post_mortem(results, self.image) if results is not None else ""
+    def _check_stall(self, proc: subprocess.Popen, state: _Attempt, results: Path, age: float) -> None:
+        """QEMU 7.2's TCG now and then leaves L1's CPU inside L2 for good: the same
+        L2 registers second after second, L1's timer interrupt pending in its LAPIC
+        and never taken (an NMI does not help either). Once L1 has been silent for
+        STALL_SECONDS, look once; on that signature, kill now rather than at
+        hang_seconds."""
+        if age < STALL_SECONDS:
+            state.checked = False
+            return
+        if state.checked or age >= self.hang_seconds:
+            return
+        state.checked = True
+        summary, stuck = post_mortem(results, self.image, name="stall-check.txt")
+        if stuck:
+            self._kill(proc, f"L1 silent for {age:.0f} s with its CPU stuck at one L2 instruction (QEMU TCG's "
+                             f"nested-SVM stall)", summary=summary)
+
+    def _kill(self, proc: subprocess.Popen, why: str, results: Path | None = None, summary: str | None = None) -> None:
+        if summary is None and results is not None:
+            summary, _ = post_mortem(results, self.image)
         proc.kill()
         proc.wait()
         raise _Hung(f"{why}: killed L1's QEMU (pid {proc.pid})" + (f"\n{summary}" if summary else ""))
@@ -332,26 +353,31 @@ def _kmsg_line(record: str) -> str:
         return record
 
 
-def post_mortem(results: Path, image: l1_image.L1Image | None) -> str:
-    """Before a hung L1 is killed: save its registers (twice, to tell a loop from a
-    stop) and the tail of its kernel log to results/post-mortem.txt; return a summary."""
+def post_mortem(results: Path, image: l1_image.L1Image | None, name: str = POST_MORTEM) -> tuple[str, bool]:
+    """For a silent L1: save its registers (twice, to tell a loop from a stop), its
+    local APIC and the tail of its kernel log to results/name. Return a summary and
+    whether L1's CPU is stuck in L2: the same registers twice, outside L1's kernel."""
     import re
-    lines = []
+    lines, stuck = [], False
     try:
         first = _monitor(results / MONITOR, ["info registers"])
         time.sleep(1)
-        second = _monitor(results / MONITOR, ["info registers"])
-        (results / POST_MORTEM).write_text(first + "\n----- one second later -----\n" + second)
+        second = _monitor(results / MONITOR, ["info registers", "info lapic"])
+        (results / name).write_text(first + "\n----- one second later -----\n" + second)
         system_map = image.kernel.parent / "kallsyms" if image else None
         if system_map and not system_map.exists() and (results / "kallsyms").exists():
             shutil.copyfile(results / "kallsyms", system_map)
-        for name, text in (("RIP", first), ("RIP 1 s later", second)):
+        where = ""
+        for label, text in (("RIP", first), ("RIP 1 s later", second)):
             m = re.search(r"RIP=([0-9a-f]+)", text)
             hlt = " (halted)" if re.search(r"\bHLT=1", text) else ""
             cr3 = re.search(r"CR3=([0-9a-f]+)", text)
             if m:
                 rip = int(m.group(1), 16)
-                lines.append(f"L1 {name}: {rip:#x} {_symbol(rip, system_map)}{hlt} CR3={cr3.group(1) if cr3 else '?'}")
+                where = _symbol(rip, system_map)
+                lines.append(f"L1 {label}: {rip:#x} {where}{hlt} CR3={cr3.group(1) if cr3 else '?'}")
+        registers = [t.split("(qemu) ")[1].split("ES =")[0] if t.count("(qemu) ") > 1 else t for t in (first, second)]
+        stuck = registers[0] == registers[1] and "in L2" in where
     except OSError as e:
         lines.append(f"L1's monitor did not answer: {e}")
     try:
@@ -364,4 +390,4 @@ def post_mortem(results: Path, image: l1_image.L1Image | None) -> str:
         lines += ["L1's last kernel messages:"] + kernel[-12:]
     except FileNotFoundError:
         pass
-    return "\n".join(lines)
+    return "\n".join(lines), stuck

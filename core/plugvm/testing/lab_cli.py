@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
-    lab = Lab(memory=args.memory)
+    lab = Lab(memory=args.memory, attempts=3)   # the demo and benches: see lab.py on QEMU 7.2 stalls
     try:
         run = lab.run(command, timeout=args.timeout)
     except TestingError as e:
