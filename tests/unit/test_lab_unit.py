@@ -59,3 +59,63 @@ def test_l1_command_script_keeps_cwd_env_and_argv(tmp_path):
     assert script.rstrip().endswith("exec python3 -c " + shlex.quote("print('a b')"))
     stage2 = (tmp_path / "stage2.sh").read_text()
     assert "PLUGVM-LAB-END rc=" in stage2 and str(tmp_path) in stage2
+
+
+def _fake_monitor(path, rips):
+    """A unix socket answering HMP like QEMU's monitor: 'info registers' gives the next RIP of rips."""
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    rips = list(rips)
+
+    def serve():
+        for _ in range(len(rips)):
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"QEMU 7.2.22 monitor - type 'help' for more information\n(qemu) ")
+                buf = b""
+                while True:
+                    data = conn.recv(4096)
+                    if not data:
+                        break
+                    buf += data
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        if line == b"info registers":
+                            rip = rips.pop(0)
+                            conn.sendall(f"info registers\nCPU#0\nRAX=0000000000000000\nRIP={rip:016x} RFL=00000246 "
+                                         f"HLT=0\nES =0000\nCR3=0000000013a10000\n(qemu) ".encode())
+                        else:
+                            conn.sendall(line + b"\n(qemu) ")
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("rips, stuck", [
+    ((0xffffffff94f609e1, 0xffffffff94f609e1), True),      # one L2 address twice: the TCG stall
+    ((0xffffffff94f609e1, 0xffffffff94f60a10), False),     # L2 moving on
+    ((0xffffffff81a592eb, 0xffffffff81a592eb), False),     # L1's own kernel (halted, say)
+])
+def test_post_mortem_tells_the_tcg_stall_from_a_busy_or_idle_l1(tmp_path, rips, stuck):
+    from plugvm.testing.l1_image import L1Image
+    from plugvm.testing.lab import KMSG, MONITOR, post_mortem
+
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "kallsyms").write_text("ffffffff81a592e0 T native_safe_halt\n")
+    (tmp_path / KMSG).write_text("beat 52.90\n6,359,51754153,-;kvm: something\n")
+    image = L1Image(tmp_path / "image" / "vmlinuz", tmp_path / "image" / "initramfs.img", "6.1")
+    server = _fake_monitor(tmp_path / MONITOR, rips)
+    try:
+        summary, found = post_mortem(tmp_path, image)
+    finally:
+        server.close()
+    assert found is stuck, summary
+    assert "L1's last beat on ttyS1: beat 52.90" in summary
+    assert "[   51.754153] kvm: something" in summary
+    if rips[0] == 0xffffffff81a592eb:
+        assert "native_safe_halt+0xb" in summary
+    else:
+        assert "in L2" in summary
