@@ -2,6 +2,7 @@
 output, and survives a hung L1. These tests boot L1 from the host (they are not
 `lab` tests, which run inside L1)."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -53,10 +54,21 @@ def test_l1_that_never_comes_up_fails_after_one_retry():
     assert sum("did not come up" in n for n in notes) == 2
 
 
-def test_pytest_lab_tests_run_as_one_batch_with_per_test_results_on_the_host():
-    folder = build_dir() / "scratch" / "batch-check"
+def _outer_session(name: str, filename: str, source: str, **env: str) -> str:
+    """Run a host pytest session on one test file of source in build/scratch/name;
+    return its output, after checking that it exited 1 (some test failed)."""
+    folder = build_dir() / "scratch" / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "test_sample.py").write_text(textwrap.dedent("""
+    (folder / filename).write_text(textwrap.dedent(source))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(folder),
+                           str(folder / filename)], capture_output=True, text=True, timeout=900, cwd=folder,
+                          env={**os.environ, "PLUGVM_BUILD_DIR": str(build_dir()), **env})
+    assert proc.returncode == 1, proc.stdout
+    return proc.stdout
+
+
+def test_pytest_lab_tests_run_as_one_batch_with_per_test_results_on_the_host():
+    out = _outer_session("batch-check", "test_sample.py", """
         import os
         import pytest
 
@@ -71,12 +83,7 @@ def test_pytest_lab_tests_run_as_one_batch_with_per_test_results_on_the_host():
         @pytest.mark.lab
         def test_in_lab_fails():
             assert 6 * 7 == 41, "this failure must show on the host"
-    """))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(folder),
-                           str(folder / "test_sample.py")], capture_output=True, text=True, timeout=900,
-                          cwd=folder, env={**__import__("os").environ, "PLUGVM_BUILD_DIR": str(build_dir())})
-    out = proc.stdout
-    assert proc.returncode == 1, out
+    """)
     assert "test_sample.py::test_on_host PASSED" in out
     assert "test_sample.py::test_in_lab PASSED" in out
     assert "test_sample.py::test_in_lab_fails FAILED" in out
@@ -86,9 +93,7 @@ def test_pytest_lab_tests_run_as_one_batch_with_per_test_results_on_the_host():
 
 
 def test_batch_gives_up_on_a_test_that_hangs_l1_and_runs_the_rest():
-    folder = build_dir() / "scratch" / "batch-hang"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "test_hang.py").write_text(textwrap.dedent("""
+    out = _outer_session("batch-hang", "test_hang.py", """
         import subprocess
         import pytest
 
@@ -103,13 +108,7 @@ def test_batch_gives_up_on_a_test_that_hangs_l1_and_runs_the_rest():
 
         def test_after_the_hang():
             pass
-    """))
-    env = {**__import__("os").environ, "PLUGVM_BUILD_DIR": str(build_dir()), "PLUGVM_LAB_HANG_SECONDS": "12"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(folder),
-                           str(folder / "test_hang.py")], capture_output=True, text=True, timeout=900,
-                          cwd=folder, env=env)
-    out = proc.stdout
-    assert proc.returncode == 1, out
+    """, PLUGVM_LAB_HANG_SECONDS="12")
     assert "test_hang.py::test_first PASSED" in out
     assert "test_hang.py::test_freezes_l1 FAILED" in out
     assert "test_hang.py::test_after_the_hang PASSED" in out

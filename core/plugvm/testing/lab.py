@@ -15,8 +15,10 @@ gets one vCPU, and a watchdog kills an L1 whose heartbeat stops and retries once
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -307,7 +309,6 @@ class Lab:
 
 def _monitor(path: Path, commands: list[str], timeout: float = 10.0) -> str:
     """Run HMP commands on L1's QEMU monitor and return what it printed."""
-    import socket
     out = []
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(timeout)
@@ -357,7 +358,6 @@ def post_mortem(results: Path, image: l1_image.L1Image | None, name: str = POST_
     """For a silent L1: save its registers (twice, to tell a loop from a stop), its
     local APIC and the tail of its kernel log to results/name. Return a summary and
     whether L1's CPU is stuck in L2: the same registers twice, outside L1's kernel."""
-    import re
     lines, stuck = [], False
     try:
         first = _monitor(results / MONITOR, ["info registers"])
