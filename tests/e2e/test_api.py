@@ -83,7 +83,7 @@ def test_create_and_boot_from_json_then_shutdown_and_delete(guest_image, tmp_pat
         config = tmp_path / "vm.json"
         config.write_text(json.dumps({
             "payload": {"kernel": str(guest_image.kernel), "initramfs": str(guest_image.initramfs),
-                        "cmdline": guest_image.cmdline},
+                        "cmdline": guest_image.quiet().cmdline},
             "cpus": {"boot_vcpus": 1, "max_vcpus": 2}, "memory": {"size": 512 << 20},
             "serial": {"mode": "Tty"}, "console": {"mode": "Off"}}))
         created = remote(socket, "create", str(config))

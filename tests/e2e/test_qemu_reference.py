@@ -17,7 +17,7 @@ def test_guest_boots_under_qemu_and_powers_off(launch_guest, guest_image, record
     assert console.run("uname -r") == guest_image.release
     assert console.run("grep -c ^processor /proc/cpuinfo") == "2"
     assert console.run("cat /sys/devices/system/cpu/online") == "0-1"
-    assert "Hypervisor detected: KVM" in console.text
+    assert "Hypervisor detected: KVM" in console.run("dmesg")
     loaded = {line.split()[0] for line in console.run("cat /proc/modules").splitlines()}
     assert set(guest_image.modules) <= loaded
     assert console.run("cat /sys/devices/system/memory/auto_online_blocks") == "online"

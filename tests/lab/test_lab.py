@@ -47,6 +47,42 @@ def test_hung_l1_is_killed_by_pid_and_retried():
     run.cleanup()
 
 
+def test_l1_boots_with_a_periodic_tick():
+    # The mitigation for QEMU 7.2 TCG's lost timer interrupt (lab.py): L1's LAPIC
+    # timer runs periodic, so QEMU raises a lost request again a tick later.
+    lines = []
+    run = Lab().run(["sh", "-c", "cat /proc/cmdline; grep -m1 hres_active /proc/timer_list; "
+                                 "grep 'Tick Device: mode' /proc/timer_list | sort -u"], output=lines.append)
+    assert run.returncode == 0, lines
+    cmdline, hres, *modes = [line.strip() for line in lines]
+    assert {"highres=off", "nohz=off"} <= set(cmdline.split())
+    assert hres.split() == [".hres_active", ":", "0"]
+    assert modes == ["Tick Device: mode:     0"]      # TICKDEV_MODE_PERIODIC on every CPU
+    run.cleanup()
+
+
+def test_rescue_interrupt_frees_a_frozen_l1_and_the_command_goes_on():
+    # A freeze that only an interrupt ends, as QEMU's lost timer interrupt is: a
+    # SCHED_FIFO spin (RT throttling off) starves the heartbeat on L1's only vCPU
+    # until the i8042's interrupt count moves. The watchdog must send that interrupt,
+    # and the same attempt must finish: no kill, no retry.
+    spin = ("import os\n"
+            "count = lambda: [l for l in open('/proc/interrupts') if 'i8042' in l]\n"
+            "open('/proc/sys/kernel/sched_rt_runtime_us', 'w').write('-1')\n"
+            "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(99))\n"
+            "before = count()\n"
+            "while count() == before: pass\n"
+            "print('freed by an interrupt')\n")
+    notes, lines = [], []
+    run = Lab(hang_seconds=40, status=notes.append).run([sys.executable, "-c", spin], output=lines.append,
+                                                        timeout=600)
+    assert run.returncode == 0 and run.attempts == 1, (lines, notes)
+    assert lines[-1] == "freed by an interrupt\n"
+    assert len(run.rescues) == 1 and run.rescues[0].cleared and not run.rescues[0].stuck, notes
+    assert any(n.startswith("rescued: L1 silent, not stuck") for n in notes), notes
+    run.cleanup()
+
+
 def test_l1_that_never_comes_up_fails_after_one_retry():
     notes = []
     with pytest.raises(LabHangError, match="2 attempt"):

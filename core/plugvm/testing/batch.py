@@ -61,6 +61,7 @@ class Batch:
         self.problems: list[str] = []   # why some tests may have no report
         self.hung: dict[str, str] = {}  # nodeid → why the batch gave up on it
         self.run: LabRun | None = None
+        self.lab: Lab | None = None
         self.log = build_dir() / "lab" / "batch.log"
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -89,7 +90,7 @@ class Batch:
     def _run_batch(self) -> None:
         self.reports = {}
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        lab = Lab(status=lambda msg: self._note(f"lab: {msg}"), attempts=1)
+        lab = self.lab = Lab(status=lambda msg: self._note(f"lab: {msg}"), attempts=1)
         remaining = list(self.order)
         hangs: dict[str, int] = {}
         with open(self.log, "w") as log:
@@ -173,6 +174,13 @@ class Batch:
             terminalreporter.write_line(
                 f"{len(self.order)} lab tests ran in one {self.run.mode} batch: L1 boot {boot}, "
                 f"whole batch {self.run.seconds:.1f} s, attempts {self.run.attempts}; output: {self.log}")
+            rescues = self.lab.rescues if self.lab else []
+            stalls = sum(r.stuck for r in rescues)
+            terminalreporter.write_line(
+                f"L1 froze (QEMU TCG's lost timer interrupt) {stalls} times; rescues sent {len(rescues)}, "
+                f"cleared {sum(r.cleared for r in rescues)}; L1 tick {self.lab.tick if self.lab else '?'}")
+            for rescue in rescues:
+                terminalreporter.write_line(f"  {rescue.describe()}")
         else:
             for problem in self.problems:
                 terminalreporter.write_line(problem)

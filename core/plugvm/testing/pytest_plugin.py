@@ -56,15 +56,19 @@ def _guest_logs(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def launch_guest(guest_image: GuestImage, tmp_path: Path, request: pytest.FixtureRequest):
-    """A factory: launch_guest(vmm="qemu", cpus=1, memory="512M", extra=(), wait=True) starts
-    the VMM on the test guest and returns a Guest whose .console takes commands.
-    Every guest still running at the end of the test is killed, and its console
-    transcript printed (pytest shows it when the test failed)."""
+    """A factory: launch_guest(vmm="qemu", cpus=1, memory="512M", extra=(), wait=True,
+    boot_log=False) starts the VMM on the test guest and returns a Guest whose .console
+    takes commands. The guest boots `quiet` (GuestImage.quiet) unless boot_log is true:
+    a test that reads the kernel's messages runs `dmesg`, or asks for the boot log on
+    the console. Every guest still running at the end of the test is killed, and its
+    console transcript printed (pytest shows it when the test failed)."""
     guests: list[Guest] = []
 
-    def launch(vmm: str = "qemu", cpus: int | str = 1, memory: str = "512M", extra=(), wait: bool = True) -> Guest:
-        argv = LAUNCHERS[vmm](guest_image, cpus, memory, extra)
-        guest = Guest(argv, guest_image, _guest_logs(request, tmp_path), name=f"{vmm}{len(guests)}")
+    def launch(vmm: str = "qemu", cpus: int | str = 1, memory: str = "512M", extra=(), wait: bool = True,
+               boot_log: bool = False) -> Guest:
+        image = guest_image if boot_log else guest_image.quiet()
+        argv = LAUNCHERS[vmm](image, cpus, memory, extra)
+        guest = Guest(argv, image, _guest_logs(request, tmp_path), name=f"{vmm}{len(guests)}")
         guests.append(guest)
         return guest.wait_ready() if wait else guest
 
