@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Every in-tree distribution besides the core, installed editable: each plugin and remote.
 DISTS := $(dir $(wildcard plugins/*/pyproject.toml remote/pyproject.toml))
 
-.PHONY: deps install guest test demo bench clean
+.PHONY: deps install guest test demo bench soak clean
 
 # Debian packages the lab, the images and the tests need (installs only what is missing).
 deps:
@@ -34,6 +34,10 @@ bench: deps install guest
 	$(BIN)/python bench/boot.py
 	$(BIN)/python bench/blk.py
 	$(BIN)/python bench/disk.py --runs 2
+
+# The lab soak: 100 guest runs in a row, counting L1 freezes (bench/soak.py).
+soak: deps install guest
+	$(BIN)/python bench/soak.py --runs 100
 
 clean:
 	rm -rf build $(VENV)

@@ -1,6 +1,7 @@
 """The lab soak: many real-guest runs in a row, counting L1 freezes (a script, not a test).
 
     .venv/bin/python bench/soak.py [--runs 100] [--workload boot|e2e] [--tick periodic|oneshot] [--no-rescue]
+                                   [--boot-log]
 
 Each run is one guest: `boot` alternates plugvm and QEMU (2 vCPUs, 512 MiB, quiet
 boot), then in the guest takes CPU 1 offline and back three times (stop_machine,
@@ -13,7 +14,9 @@ Prints, per run, its time and whether L1 froze (its heartbeat stopped), whether 
 watchdog's rescue interrupt freed it, and at the end how many runs froze L1, how
 many were rescued, how many L1s were killed, and the time per run. `--tick oneshot`
 boots L1 without the periodic tick, to see the freeze itself; `--no-rescue` keeps
-the watchdog from answering a silence, so that a freeze shows as a kill.
+the watchdog from answering a silence, so that a freeze shows as a kill;
+`--boot-log` boots the guests with their whole kernel log on the console (4× longer
+in L2, as the lab's tests all did before they booted quiet).
 """
 
 from __future__ import annotations
@@ -46,14 +49,14 @@ def _record(path: Path, **entry) -> None:
         os.fsync(f.fileno())
 
 
-def inner_boot(first: int, runs: int, out: Path) -> None:
+def inner_boot(first: int, runs: int, out: Path, boot_log: bool) -> None:
     """In L1: runs first..runs-1, one JSON line each."""
     from plugvm.testing.guest import Guest
     from plugvm.testing.guest_image import GuestImage
     from plugvm.testing.qemu import qemu_argv
     from plugvm.testing.vmms import plugvm_argv
 
-    image = GuestImage.load().quiet()
+    image = GuestImage.load() if boot_log else GuestImage.load().quiet()
     logs = Path(os.environ.get("PLUGVM_LAB_RESULTS") or tempfile.mkdtemp()) / "guests"
     for i in range(first, runs):
         vmm = "plugvm" if i % 2 == 0 else "qemu"
@@ -78,7 +81,7 @@ def inner_boot(first: int, runs: int, out: Path) -> None:
         print(f"(in L1) run {i} {vmm}: {time.time() - start:.1f} s, {error or 'ok'}", flush=True)
 
 
-def inner_e2e(first: int, runs: int, out: Path) -> None:
+def inner_e2e(first: int, runs: int, out: Path, boot_log: bool) -> None:
     """In L1: the e2e tests in a loop until `runs` tests have run; each test one line."""
     i = first
     while i < runs:
@@ -108,13 +111,15 @@ def outer(args) -> int:
     killed: list[tuple[int, str]] = []
     l1_boots = 0
     t0 = time.monotonic()
-    print(f"soak: {args.runs} {args.workload} runs; L1 tick {lab.tick}, rescue {'on' if lab.rescue else 'off'}",
-          flush=True)
+    config = (f"L1 tick {lab.tick}, rescue {'on' if lab.rescue else 'off'}, "
+              f"{'whole boot log' if args.boot_log else 'quiet boots'}")
+    print(f"soak: {args.runs} {args.workload} runs; {config}", flush=True)
     while len(done) < args.runs and l1_boots < L1_ATTEMPTS:
         first = min(set(range(args.runs)) - set(done))
         l1_boots += 1
         argv = [sys.executable, __file__, "--inner", "--workload", args.workload, "--runs", str(args.runs),
                 "--first", str(first), "--out", f"${{PLUGVM_LAB_RESULTS}}/{RESULTS}"]
+        argv += ["--boot-log"] if args.boot_log else []
         folders = []
         try:
             run = lab.run(["sh", "-c", " ".join(argv)], cwd=ROOT, output=lambda line: print("  " + line, end=""))
@@ -151,8 +156,8 @@ def outer(args) -> int:
     rescued = [r for r in froze if r["ok"] and r["name"] != "(L1 killed)"]
     slow = sum(1 for r in runs for d in r["rescues"] if "not stuck" in d)
     failed = [r for r in runs if not r["ok"]]
-    print(f"\nsoak: {len(runs)} {args.workload} runs in {time.monotonic() - t0:.0f} s, {l1_boots} L1 boot(s), "
-          f"L1 tick {lab.tick}, rescue {'on' if lab.rescue else 'off'}")
+    print(f"\nsoak: {len(runs)} {args.workload} runs in {time.monotonic() - t0:.0f} s, {l1_boots} L1 boot(s); "
+          f"{config}")
     print(f"soak: froze L1: {len(froze)} runs; rescued and passed: {len(rescued)}; L1 killed: {len(killed)}; "
           f"silences that were not the stall: {slow}; failed runs: {len(failed)}")
     for name in sorted({r["name"] for r in runs if r["name"] != "(L1 killed)"}):
@@ -172,12 +177,13 @@ def main() -> int:
     parser.add_argument("--tick", choices=("periodic", "oneshot"), default=None,
                         help="L1's tick (default: the lab's, periodic)")
     parser.add_argument("--no-rescue", dest="rescue_off", action="store_true")
+    parser.add_argument("--boot-log", action="store_true", help="boot the guests without `quiet`")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        (inner_boot if args.workload == "boot" else inner_e2e)(args.first, args.runs, args.out)
+        (inner_boot if args.workload == "boot" else inner_e2e)(args.first, args.runs, args.out, args.boot_log)
         return 0
     return outer(args)
 
