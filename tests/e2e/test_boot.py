@@ -28,7 +28,7 @@ def test_boots_with_two_cpus_acpi_and_powers_off(launch_guest, guest_image, reco
     assert run("test -e /sys/firmware/acpi/tables/DSDT && echo present") == "present"
     assert "acpi=off" not in run("cat /proc/cmdline")
     assert "Hypervisor detected: KVM" in guest.console.text
-    assert guest.poweroff() == 0
+    assert guest.poweroff(through_init=True) == 0
 
 
 def test_max_cpus_are_possible_but_offline(launch_guest):

@@ -61,8 +61,9 @@ def test_l1_command_script_keeps_cwd_env_and_argv(tmp_path):
     assert "PLUGVM-LAB-END rc=" in stage2 and str(tmp_path) in stage2
 
 
-def _fake_monitor(path, rips):
-    """A unix socket answering HMP like QEMU's monitor: 'info registers' gives the next RIP of rips."""
+def _fake_monitor(path, rips, commands=None):
+    """A unix socket answering HMP like QEMU's monitor: 'info registers' gives the next RIP
+    of rips (the last one again once they run out); every command line goes to commands."""
     import socket
     import threading
 
@@ -70,10 +71,14 @@ def _fake_monitor(path, rips):
     server.bind(str(path))
     server.listen()
     rips = list(rips)
+    commands = [] if commands is None else commands
 
     def serve():
-        for _ in range(len(rips)):
-            conn, _ = server.accept()
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
             with conn:
                 conn.sendall(b"QEMU 7.2.22 monitor - type 'help' for more information\n(qemu) ")
                 buf = b""
@@ -84,8 +89,9 @@ def _fake_monitor(path, rips):
                     buf += data
                     while b"\n" in buf:
                         line, buf = buf.split(b"\n", 1)
+                        commands.append(line.decode())
                         if line == b"info registers":
-                            rip = rips.pop(0)
+                            rip = rips.pop(0) if len(rips) > 1 else rips[0]
                             conn.sendall(f"info registers\nCPU#0\nRAX=0000000000000000\nRIP={rip:016x} RFL=00000246 "
                                          f"HLT=0\nES =0000\nCR3=0000000013a10000\n(qemu) ".encode())
                         else:
@@ -119,3 +125,69 @@ def test_post_mortem_tells_the_tcg_stall_from_a_busy_or_idle_l1(tmp_path, rips, 
         assert "native_safe_halt+0xb" in summary
     else:
         assert "in L2" in summary
+
+
+@pytest.fixture
+def silent_l1(tmp_path):
+    """A Lab watching a fake L1 whose monitor says its CPU is stuck at one L2 address."""
+    from plugvm.testing.l1_image import L1Image
+    from plugvm.testing.lab import KMSG, MONITOR, _Attempt
+
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "kallsyms").write_text("ffffffff81a592e0 T native_safe_halt\n")
+    (tmp_path / KMSG).write_text("beat 52.90\n")
+    commands, notes = [], []
+    server = _fake_monitor(tmp_path / MONITOR, [0xffffffff94f609e1], commands)
+    lab = Lab(status=notes.append)
+    lab.image = L1Image(tmp_path / "image" / "vmlinuz", tmp_path / "image" / "initramfs.img", "6.1")
+    proc = subprocess.Popen(["sleep", "60"])
+    yield lab, _Attempt(0.0), proc, commands, notes
+    proc.kill()
+    proc.wait()
+    server.close()
+
+
+def test_watchdog_sends_one_rescue_per_silence_and_counts_it_cleared(silent_l1, tmp_path):
+    from plugvm.testing.lab import RESCUE_SECONDS
+
+    lab, state, proc, commands, notes = silent_l1
+    lab._check_silence(proc, state, tmp_path, RESCUE_SECONDS + 0.5)
+    lab._check_silence(proc, state, tmp_path, RESCUE_SECONDS + 1.5)
+    assert commands.count("sendkey shift") == 1
+    assert len(state.rescues) == 1 and state.rescues[0].stuck and lab.rescues == state.rescues
+    lab._check_silence(proc, state, tmp_path, 0.5)         # the heartbeat came back
+    assert state.rescues[0].cleared and state.rescue is None and proc.poll() is None
+    assert notes[-1].startswith("rescued: L1 stuck at one L2 instruction")
+    lab._check_silence(proc, state, tmp_path, RESCUE_SECONDS + 0.5)   # a new silence: a new rescue
+    assert commands.count("sendkey shift") == 2 and len(state.rescues) == 2
+
+
+def test_watchdog_kills_an_l1_still_stuck_after_the_rescue(silent_l1, tmp_path):
+    from plugvm.testing.lab import RESCUE_SECONDS, RESCUE_WAIT_SECONDS, _Hung
+
+    lab, state, proc, commands, notes = silent_l1
+    lab._check_silence(proc, state, tmp_path, RESCUE_SECONDS + 0.5)
+    state.rescue.at -= RESCUE_WAIT_SECONDS
+    with pytest.raises(_Hung, match="the rescue interrupt did not free it"):
+        lab._check_silence(proc, state, tmp_path, RESCUE_SECONDS + RESCUE_WAIT_SECONDS)
+    assert proc.poll() is not None and not state.rescues[0].cleared
+
+
+def test_no_rescue_without_the_option(silent_l1, tmp_path):
+    from plugvm.testing.lab import RESCUE_SECONDS
+
+    lab, state, proc, commands, notes = silent_l1
+    lab.rescue = False
+    lab._check_silence(proc, state, tmp_path, RESCUE_SECONDS + 0.5)
+    assert "sendkey shift" not in commands and not state.rescues
+
+
+def test_l1_tick_comes_from_the_environment(monkeypatch):
+    from plugvm.testing.lab import TICK_ENV
+
+    assert Lab().tick == "periodic"
+    monkeypatch.setenv(TICK_ENV, "oneshot")
+    assert Lab().tick == "oneshot"
+    monkeypatch.setenv(TICK_ENV, "sometimes")
+    with pytest.raises(ValueError, match=TICK_ENV):
+        Lab()
