@@ -88,7 +88,8 @@ def inner_e2e(first: int, runs: int, out: Path, boot_log: bool) -> None:
         xml = Path(tempfile.mkdtemp()) / "junit.xml"
         start = time.time()
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                        f"--junitxml={xml}", str(ROOT / "tests" / "e2e")], cwd=ROOT, stdout=subprocess.DEVNULL)
+                        f"--junitxml={xml}", str(ROOT / "tests" / "e2e")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "PLUGVM_GUEST_BOOT_LOG": "1" if boot_log else "0"})
         t = start
         for case in ElementTree.parse(xml).getroot().iter("testcase"):
             if i >= runs:

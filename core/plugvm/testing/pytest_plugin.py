@@ -20,6 +20,8 @@ from plugvm.testing.guest import Guest
 from plugvm.testing.guest_image import GuestImage
 from plugvm.testing.vmms import LAUNCHERS
 
+BOOT_LOG_ENV = "PLUGVM_GUEST_BOOT_LOG"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("plugvm")
@@ -60,12 +62,13 @@ def launch_guest(guest_image: GuestImage, tmp_path: Path, request: pytest.Fixtur
     boot_log=False) starts the VMM on the test guest and returns a Guest whose .console
     takes commands. The guest boots `quiet` (GuestImage.quiet) unless boot_log is true:
     a test that reads the kernel's messages runs `dmesg`, or asks for the boot log on
-    the console. Every guest still running at the end of the test is killed, and its
+    the console. PLUGVM_GUEST_BOOT_LOG=1 gives every guest its whole boot log. Every guest still running at the end of the test is killed, and its
     console transcript printed (pytest shows it when the test failed)."""
     guests: list[Guest] = []
 
     def launch(vmm: str = "qemu", cpus: int | str = 1, memory: str = "512M", extra=(), wait: bool = True,
                boot_log: bool = False) -> Guest:
+        boot_log = boot_log or os.environ.get(BOOT_LOG_ENV) == "1"
         image = guest_image if boot_log else guest_image.quiet()
         argv = LAUNCHERS[vmm](image, cpus, memory, extra)
         guest = Guest(argv, image, _guest_logs(request, tmp_path), name=f"{vmm}{len(guests)}")
