@@ -35,9 +35,13 @@ bench: deps install guest
 	$(BIN)/python bench/blk.py
 	$(BIN)/python bench/disk.py --runs 2
 
-# The lab soak: 100 guest runs in a row, counting L1 freezes (bench/soak.py).
+# The lab soak (bench/soak.py): guest runs in a row, counting L1 freezes: boots under
+# plugvm and QEMU, then the e2e tests in a loop, each test a run.
+SOAK_RUNS ?= 100
+SOAK_E2E_RUNS ?= 40
 soak: deps install guest
-	$(BIN)/python bench/soak.py --runs 100
+	$(BIN)/python bench/soak.py --runs $(SOAK_RUNS)
+	$(BIN)/python bench/soak.py --workload e2e --runs $(SOAK_E2E_RUNS)
 
 clean:
 	rm -rf build $(VENV)

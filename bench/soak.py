@@ -101,6 +101,7 @@ def inner_e2e(first: int, runs: int, out: Path, boot_log: bool) -> None:
                     ok=failure is None, error=None if failure is None else failure.get("message", "")[-600:])
             t += seconds
             i += 1
+        print(f"(in L1) e2e loop done after run {i - 1}: {time.time() - start:.0f} s", flush=True)
 
 
 def outer(args) -> int:
