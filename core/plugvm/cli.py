@@ -3,6 +3,7 @@ off, 1 with one line on stderr for any error."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from plugvm import logs, plugins
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         vmm = Vmm(cli.vm, registry)
+        # What service managers and orchestrators send to stop a VMM: an orderly
+        # shutdown (the VM torn down, the API socket and its lock file removed), exit 0.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda signum, frame: vmm.request_exit(0, signal.Signals(signum).name))
         if cli.api_socket is not None:
             # Imported here: Falcon and waitress cost start-up time a VM without an API does not pay.
             from plugvm.api.app import create_app

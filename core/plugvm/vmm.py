@@ -59,6 +59,7 @@ class Vmm:
         self.lock = threading.RLock()         # one API request (or guest event) at a time
         self._wake = threading.Event()
         self._exit: int | None = None
+        self._exit_why: str | None = None
         self._failure: str | None = None
         self.kvm: Kvm | None = None
         self._supported = None
@@ -85,6 +86,8 @@ class Vmm:
                     if machine is not None and machine.outcome.kind is not None:
                         self._guest_event(machine.outcome)
                     if self._exit is not None:
+                        if self._exit_why:
+                            log.info("exit requested", why=self._exit_why, status=self._exit)
                         break
             if self._failure:
                 raise VmmError(self._failure)
@@ -146,6 +149,14 @@ class Vmm:
     def _request_exit(self, status: int) -> None:
         with self.lock:
             self._exit = status
+        self._wake.set()
+
+    def request_exit(self, status: int, why: str) -> None:
+        """End run() with status, tearing the VM down on the way. Safe in a signal
+        handler: it takes no lock (an API thread may hold it), only sets what run()
+        reads on its next wake-up."""
+        self._exit_why = why            # logged by run(): logging here could meet its own lock
+        self._exit = status
         self._wake.set()
 
     def create(self, config) -> None:

@@ -4,6 +4,7 @@ bodies, status codes and error shape, over a real unix socket with a real HTTP c
 import json
 import os
 import random
+import signal
 import stat
 import subprocess
 import sys
@@ -59,10 +60,13 @@ class Plugvm:
         self.client = api_client(self.socket)
 
     def _listening(self) -> bool:
-        try:
-            return stat.S_ISSOCK(os.stat(self.socket).st_mode)
-        except FileNotFoundError:       # not yet, or the stale file being replaced
-            return False
+        import socket as sockets
+        with sockets.socket(sockets.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket))
+                return True
+            except OSError:         # not yet, or a stale socket nobody listens on
+                return False
 
     def put(self, verb, body=None, raw=None):
         content = raw if raw is not None else (None if body is None else json.dumps(body))
@@ -180,20 +184,91 @@ def test_oversized_body_is_refused(plugvm):
     assert response.status_code == 400 and "larger than" in errors(response)[-1]
 
 
+def _cli(*args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "plugvm.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _stale_socket(path):
+    import socket as sockets
+    s = sockets.socket(sockets.AF_UNIX)
+    s.bind(str(path))
+    s.close()                 # the file stays, nobody listens: what a killed plugvm leaves
+
+
 def test_the_socket_is_private_locked_and_a_stale_one_is_replaced(tmp_path, kernel):
-    (tmp_path / "api.sock").write_text("stale")
+    _stale_socket(tmp_path / "api.sock")
     first = Plugvm(tmp_path)
     try:
         assert stat.S_IMODE(os.stat(first.socket).st_mode) == 0o600
         assert first.get("vmm.ping").status_code == 200
-        second = subprocess.run([sys.executable, "-m", "plugvm.cli", "--api-socket", str(first.socket)],
-                                capture_output=True, text=True, timeout=30)
+        second = _cli("--api-socket", str(first.socket))
         assert second.returncode == 1
         assert second.stderr.strip() == (f"plugvm: error: --api-socket: cannot use '{first.socket}': "
                                          "another plugvm is serving it")
-        assert first.get("vmm.ping").status_code == 200
+        # The loser touched nothing: the first VMM still answers on a new connection.
+        assert stat.S_ISSOCK(os.stat(first.socket).st_mode)
+        with api_client(first.socket) as fresh:
+            assert fresh.get("vmm.ping").json()["pid"] == first.proc.pid
     finally:
         first.close()
+
+
+def test_a_file_that_is_not_a_socket_is_never_replaced(tmp_path):
+    path = tmp_path / "api.sock"
+    path.write_text("precious")
+    proc = _cli("--api-socket", str(path))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"plugvm: error: --api-socket: '{path}' exists and is not a socket; not replacing it"
+    assert path.read_text() == "precious" and sorted(os.listdir(tmp_path)) == ["api.sock"]
+
+
+def test_socket_path_too_long_or_in_a_directory_nobody_may_write(tmp_path):
+    long = tmp_path / ("x" * (107 - len(str(tmp_path))))       # 108 bytes with the slash
+    proc = _cli("--api-socket", str(long))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "--api-socket: the path is 108 bytes; a unix socket's path has at most 107" in proc.stderr
+    assert os.listdir(tmp_path) == []
+    # /sys refuses new files even to root: the cause is named, not "another plugvm".
+    proc = _cli("--api-socket", "/sys/plugvm-test.sock")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "cannot create the lock file '/sys/plugvm-test.sock.lock': Permission denied" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["socketpair", "datagram"])
+def test_an_inherited_fd_that_cannot_serve_is_one_line(kind):
+    import socket as sockets
+    ends = (sockets.socketpair() if kind == "socketpair" else
+            (sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM), None))
+    fd = ends[0].fileno()
+    proc = subprocess.run([sys.executable, "-m", "plugvm.cli", "--api-socket", f"fd={fd}"], pass_fds=[fd],
+                          capture_output=True, text=True, timeout=30)
+    for end in ends:
+        if end is not None:
+            end.close()
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"plugvm: error: --api-socket: fd={fd} is not ")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_shut_down_in_order(tmp_path, kernel, signum):
+    p = Plugvm(tmp_path)
+    try:
+        assert p.put("vm.create", vm_body(kernel, tmp_path)).status_code == 204
+        assert p.put("vm.boot").status_code == 204
+        wait_serial(tmp_path, 1)
+        p.proc.send_signal(signum)
+        assert p.proc.wait(30) == 0
+        assert sorted(os.listdir(tmp_path)) == ["plugvm.log", "serial.log", "spin.bzImage"]
+        assert "exit requested" in p.log.read_text()
+    finally:
+        p.close()
+
+
+def test_a_clean_exit_leaves_neither_socket_nor_lock_file(plugvm, tmp_path):
+    assert plugvm.put("vmm.shutdown").status_code == 204
+    assert plugvm.proc.wait(30) == 0
+    assert not plugvm.socket.exists() and not (tmp_path / "api.sock.lock").exists()
 
 
 def test_eight_clients_mixing_valid_and_malformed_requests(plugvm, kernel, tmp_path):

@@ -2,7 +2,9 @@
 
 As cloud-hypervisor: an exclusive flock on `<socket>.lock` keeps a second plugvm off
 the path, a stale socket file is replaced, and the socket is for its owner only
-(mode 0600). `fd=N` serves on a listening socket the caller passed in. No TCP.
+(mode 0600). A plugvm that finds the path taken touches nothing there; one that
+ends removes its socket and its lock file. `fd=N` serves on a listening socket the
+caller passed in. No TCP.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 import threading
 
 import structlog
@@ -28,52 +31,109 @@ class ApiSocketError(PlugvmError, OSError):
     """The API socket cannot be created or used."""
 
 
+# sun_path is 108 bytes with its NUL (unix(7)).
+MAX_SOCKET_PATH = 107
+
+
+def _lock(path: str) -> int:
+    """Take the exclusive flock on `<path>.lock` and return its fd. A plugvm that exits
+    cleanly unlinks the lock file while it still holds the lock; a contender that
+    opened the old file then holds a lock nobody else will look at, so the inode
+    locked must still be the one at the path (else open the new file and lock again)."""
+    lock_path = path + ".lock"
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            raise ApiSocketError(f"--api-socket: cannot create the lock file {lock_path!r}: "
+                                 f"{e.strerror or e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ApiSocketError(f"--api-socket: cannot use {path!r}: another plugvm is serving it") from None
+        except OSError as e:
+            os.close(fd)
+            raise ApiSocketError(f"--api-socket: cannot lock {lock_path!r}: {e.strerror or e}") from e
+        try:
+            held, current = os.fstat(fd), os.stat(lock_path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 class ApiServer:
     def __init__(self, app, config, threads: int = 4):
         self.path = config.path
         self._lock_fd: int | None = None
+        self._bound = False         # the socket file at path is ours to remove
         self.sock = self._open(config)
         try:
             self.server = waitress.create_server(app, sockets=[self.sock], threads=threads, ident="plugvm",
                                                  max_request_body_size=WAITRESS_BODY_LIMIT, clear_untrusted_proxy_headers=True)
         except Exception:
+            self.sock.close()
             self._release()
             raise
         self._thread = threading.Thread(target=self._serve, name="api", daemon=True)
 
     def _open(self, config) -> socket.socket:
         if config.fd is not None:
-            try:
-                sock = socket.socket(fileno=config.fd)
-            except OSError as e:
-                raise ApiSocketError(f"--api-socket: fd={config.fd} is not a socket: {e.strerror}") from e
-            if sock.family != socket.AF_UNIX:
-                sock.detach()
-                raise ApiSocketError(f"--api-socket: fd={config.fd} is not a unix socket")
-            return sock
+            return self._inherited(config.fd)
         path = str(self.path)
-        try:
-            self._lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            self._release()
-            why = "another plugvm is serving it" if e.errno in (11, 13) else e.strerror
-            raise ApiSocketError(f"--api-socket: cannot use {path!r}: {why}") from e
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ApiSocketError(f"--api-socket: the path is {len(os.fsencode(path))} bytes; a unix socket's "
+                                 f"path has at most {MAX_SOCKET_PATH}")
+        self._lock_fd = _lock(path)
+        # From here on we hold the lock: nobody else serves this path, and what we
+        # touch there is ours. Only a stale socket is replaced, never another file.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            if os.path.lexists(path):
-                os.unlink(path)           # stale: we hold the lock, so nobody serves it
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None and not stat.S_ISSOCK(mode):
+                raise ApiSocketError(f"--api-socket: {path!r} exists and is not a socket; not replacing it")
+            if mode is not None:
+                os.unlink(path)           # a stale socket: we hold the lock, so nobody serves it
             old_umask = os.umask(0o177)
             try:
                 sock.bind(path)
             finally:
                 os.umask(old_umask)
+            self._bound = True
             os.chmod(path, 0o600)
             sock.listen(64)
+        except ApiSocketError:
+            sock.close()
+            self._release()
+            raise
         except OSError as e:
             sock.close()
             self._release()
-            raise ApiSocketError(f"--api-socket: cannot listen on {path!r}: {e.strerror}") from e
+            raise ApiSocketError(f"--api-socket: cannot listen on {path!r}: {e.strerror or e}") from e
+        return sock
+
+    @staticmethod
+    def _inherited(fd: int) -> socket.socket:
+        """fd=N: a listening unix stream socket the caller made (systemd-style)."""
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as e:
+            raise ApiSocketError(f"--api-socket: fd={fd} is not a socket: {e.strerror or e}") from e
+        try:
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:
+            listening = 0
+        problem = ("is not a unix socket" if sock.family != socket.AF_UNIX else
+                   "is not a stream socket" if sock.type != socket.SOCK_STREAM else
+                   "is not listening (a connected or socketpair end?)" if not listening else None)
+        if problem:
+            sock.detach()
+            raise ApiSocketError(f"--api-socket: fd={fd} {problem}")
         return sock
 
     def start(self) -> None:
@@ -94,11 +154,18 @@ class ApiServer:
         self._release()
 
     def _release(self) -> None:
-        if self.path is not None and self._lock_fd is not None:
+        """Remove what this server made at the path: its socket, then its lock file,
+        unlinked while still locked (see _lock), then the lock itself."""
+        if self._bound:
             try:
                 os.unlink(self.path)
             except OSError:
                 pass
+            self._bound = False
         if self._lock_fd is not None:
+            try:
+                os.unlink(str(self.path) + ".lock")
+            except OSError:
+                pass
             os.close(self._lock_fd)
             self._lock_fd = None
