@@ -326,3 +326,24 @@ def test_api_on_an_inherited_listening_socket(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ping_answers_while_200_idle_and_trickling_connections_are_held(plugvm):
+    import socket as sockets
+    held = []
+    try:
+        for i in range(200):
+            s = sockets.socket(sockets.AF_UNIX)
+            s.connect(str(plugvm.socket))
+            if i % 2:
+                s.sendall(b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\n")    # never finished
+            held.append(s)
+        time.sleep(0.5)
+        for _ in range(3):
+            with api_client(plugvm.socket) as fresh:
+                start = time.monotonic()
+                assert fresh.get("vmm.ping").status_code == 200
+                assert time.monotonic() - start < 1.0
+    finally:
+        for s in held:
+            s.close()

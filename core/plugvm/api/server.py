@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import socket
 import stat
 import threading
@@ -25,6 +26,10 @@ log = structlog.get_logger(__name__)
 # Bodies over MAX_BODY get the API's own 400; waitress's 413 only stops what is far larger,
 # before it would buffer it.
 WAITRESS_BODY_LIMIT = 4 * MAX_BODY
+# Open connections waitress keeps before it stops accepting (its default, 100, let a
+# hundred idle clients take the API away for channel_timeout, 120 s). An idle
+# connection costs an fd and no thread: requests reach a thread only when complete.
+CONNECTION_LIMIT = 1000
 
 
 class ApiSocketError(PlugvmError, OSError):
@@ -64,15 +69,26 @@ def _lock(path: str) -> int:
         os.close(fd)
 
 
+def _room_for_connections() -> None:
+    """Raise the soft fd limit (1024 on many systems) so that CONNECTION_LIMIT idle
+    clients cannot leave the VMM without fds for its devices."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = CONNECTION_LIMIT + 1024
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+
+
 class ApiServer:
     def __init__(self, app, config, threads: int = 4):
+        _room_for_connections()
         self.path = config.path
         self._lock_fd: int | None = None
         self._bound = False         # the socket file at path is ours to remove
         self.sock = self._open(config)
         try:
             self.server = waitress.create_server(app, sockets=[self.sock], threads=threads, ident="plugvm",
-                                                 max_request_body_size=WAITRESS_BODY_LIMIT, clear_untrusted_proxy_headers=True)
+                                                 max_request_body_size=WAITRESS_BODY_LIMIT, clear_untrusted_proxy_headers=True,
+                                                 connection_limit=CONNECTION_LIMIT)
         except Exception:
             self.sock.close()
             self._release()
