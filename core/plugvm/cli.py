@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     if cli.list_plugins:
         print(plugins.describe(registry))
         return 0
-    logs.configure(cli.verbosity, cli.log_file)
+    try:
+        logs.configure(cli.verbosity, cli.log_file)
+    except PlugvmError as e:
+        print(f"plugvm: error: {e}", file=sys.stderr)
+        return 1
     if cli.vm is None and cli.api_socket is None:
         print("plugvm: error: --kernel: required unless --api-socket is given (then vm.create and vm.boot "
               "through the API start a VM)", file=sys.stderr)

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import structlog
+
+from plugvm.host_files import open_path
 
 _LEVELS = [logging.WARNING, logging.INFO, logging.DEBUG]
 
 
 def configure(verbosity: int = 0, log_file: Path | None = None) -> None:
     """-v gives info, -vv debug, as cloud-hypervisor's -v does."""
-    stream = open(log_file, "a", buffering=1) if log_file else sys.stderr
+    if log_file:
+        fd = open_path(log_file, "--log-file", kinds=("file", "char"), write=True, create=True, append=True)
+        stream = os.fdopen(fd, "a", buffering=1)
+    else:
+        stream = sys.stderr
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
                     structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"])],

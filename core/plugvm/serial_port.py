@@ -15,6 +15,8 @@ from pathlib import Path
 
 import structlog
 
+from plugvm.host_files import open_path
+
 log = structlog.get_logger(__name__)
 
 
@@ -23,6 +25,7 @@ class SerialBackend:
 
     def __init__(self, mode: str, path: Path | None = None):
         self.mode = mode
+        self.path = path
         self._out_fd: int | None = None
         self._serial = None
         self._saved_tty = None
@@ -30,7 +33,10 @@ class SerialBackend:
             self._out_fd = sys.stdout.fileno()
             self._start_input(sys.stdin)
         elif mode == "file":
-            self._out_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            # A regular file, or a character device (/dev/null, a pty); never a FIFO, on
+            # which a reader that stops reading would stop the vCPU that prints.
+            self._out_fd = open_path(path, "--serial", "file", kinds=("file", "char"), write=True, create=True,
+                                     append=True)
 
     def _start_input(self, stdin) -> None:
         try:

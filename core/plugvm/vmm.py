@@ -118,8 +118,14 @@ class Vmm:
 
     def _boot(self) -> None:
         """Build a Machine from the current config and start it (the lock is held)."""
+        # The backend outlives reboots, not the config: a VM created after vm.delete
+        # writes where its own config says (a tty stays, with its input thread).
+        wanted = (self.config.serial.mode, getattr(self.config.serial, "file", None))
+        if self._serial is not None and (self._serial.mode, self._serial.path) != wanted:
+            self._serial.close()
+            self._serial = None
         if self._serial is None:
-            self._serial = SerialBackend(self.config.serial.mode, getattr(self.config.serial, "file", None))
+            self._serial = SerialBackend(*wanted)
         machine = Machine(self.kvm, self.config, self._serial, self._supported, self.registry,
                           on_outcome=self._wake.set)
         self.boots += 1
@@ -172,7 +178,14 @@ class Vmm:
             if self.machine is not None:
                 raise LifecycleError("VmAlreadyCreated", "Error from API", "The VM could not boot",
                                      "The VM is already created")
-            self._boot()
+            try:
+                self._boot()
+            except LifecycleError:
+                raise
+            except PlugvmError as e:
+                # A device or file of the config that cannot be used: cloud-hypervisor's
+                # VmBoot error (500) with the cause, and the VM stays as it was (created).
+                raise LifecycleError("VmBoot", "Error from API", "The VM could not boot", str(e)) from e
 
     def delete(self) -> None:
         with self.lock:

@@ -347,3 +347,34 @@ def test_ping_answers_while_200_idle_and_trickling_connections_are_held(plugvm):
     finally:
         for s in held:
             s.close()
+
+
+def test_a_fifo_serial_file_fails_vm_boot_at_once_and_the_api_stays(plugvm, kernel, tmp_path):
+    fifo = tmp_path / "serial.fifo"
+    os.mkfifo(fifo)
+    body = vm_body(kernel, tmp_path)
+    body["serial"]["file"] = str(fifo)
+    assert plugvm.put("vm.create", body).status_code == 204
+    start = time.monotonic()
+    response = plugvm.put("vm.boot")
+    assert response.status_code == 500 and time.monotonic() - start < 5
+    assert errors(response) == ["Error from API", "The VM could not boot",
+                                f"--serial: cannot use file='{fifo}': it is a FIFO; it needs a regular file or a "
+                                "character device"]
+    assert plugvm.get("vm.info").json()["state"] == "Created"
+    assert plugvm.get("vmm.ping").status_code == 200
+    assert "Traceback" not in plugvm.log.read_text()
+
+
+def test_a_vm_created_after_delete_writes_its_own_serial_file(plugvm, kernel, tmp_path):
+    for name in ("s1.txt", "s2.txt"):
+        body = vm_body(kernel, tmp_path)
+        body["serial"]["file"] = str(tmp_path / name)
+        assert plugvm.put("vm.create", body).status_code == 204
+        assert plugvm.put("vm.boot").status_code == 204
+        deadline = time.monotonic() + 30
+        while "tiny guest up" not in ((tmp_path / name).read_text() if (tmp_path / name).exists() else ""):
+            assert time.monotonic() < deadline, f"{name} was never written"
+            time.sleep(0.05)
+        assert plugvm.put("vm.delete").status_code == 204
+    assert (tmp_path / "s1.txt").read_text().count("tiny guest up") == 1

@@ -63,3 +63,45 @@ def test_a_failed_device_leaves_no_fd_open(tiny, tmp_path):
     finally:
         serial.close()
         kvm.close()
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("option", [
+    ["--rng", "src={fifo}"],
+    ["--disk", "path={fifo},readonly=on"],
+    ["--disk", "path={fifo}"],
+    ["--serial", "file={fifo}"],
+    ["--log-file", "{fifo}"],
+])
+def test_a_fifo_is_refused_at_once_never_waited_on(tiny, fifo, option):
+    # A FIFO nobody writes to (or reads from) used to hang plugvm before the guest ran.
+    args = [a.format(fifo=fifo) for a in option]
+    serial = [] if option[0] == "--serial" else ["--serial", "null"]
+    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", *serial, *args)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"'{fifo}': it is a FIFO; it needs " in lines[0], proc.stderr
+    assert lines[0].startswith(f"plugvm: error: {option[0]}: cannot use ")
+
+
+@pytest.mark.parametrize("option, where", [
+    (["--serial", "file={tmp}/missing/serial.log"], "No such file or directory"),
+    (["--serial", "file={tmp}"], "Is a directory"),
+    (["--log-file", "{tmp}/missing/plugvm.log"], "No such file or directory"),
+    (["--log-file", "{tmp}"], "Is a directory"),
+    (["--disk", "path={tmp}"], "Is a directory"),
+    (["--disk", "path={tmp},readonly=on"], "it is a directory; it needs a regular file or a block device"),
+])
+def test_serial_and_log_files_that_cannot_be_written_are_one_line(tiny, tmp_path, option, where):
+    args = [a.format(tmp=tmp_path) for a in option]
+    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", *args)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"plugvm: error: {option[0]}: ") and where in lines[0], \
+        proc.stderr

@@ -14,6 +14,7 @@ from plugvm.config.json_fields import JsonObject
 from plugvm.config.options import Options
 from plugvm.errors import PlugvmError
 from plugvm.hookspecs import hookimpl
+from plugvm.host_files import HostFileError, open_path
 from plugvm.plugins import DeviceType
 from plugvm.virtio.device import VirtioDevice
 
@@ -62,9 +63,11 @@ class Rng(VirtioDevice):
 
     def __init__(self, config: RngConfig):
         try:
-            self.fd = os.open(config.src, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise RngError(f"--rng: cannot open src={str(config.src)!r}: {e.strerror}") from e
+            # A character device (/dev/urandom) or a file of bytes; never a FIFO, whose
+            # writer could stop the device's I/O thread.
+            self.fd = open_path(config.src, "--rng", "src", kinds=("char", "file"))
+        except HostFileError as e:
+            raise RngError(str(e)) from e
         self.queue = None
         self.context = None
 

@@ -10,6 +10,7 @@ import struct
 import structlog
 
 from plugvm.errors import PlugvmError
+from plugvm.host_files import HostFileError, open_path
 from plugvm.virtio.device import VirtioDevice
 
 log = structlog.get_logger(__name__)
@@ -51,11 +52,11 @@ class VirtioBlk(VirtioDevice):
 
     def __init__(self, config, device_name: str = "--disk"):
         self.config = config
-        flags = (os.O_RDONLY if config.readonly else os.O_RDWR) | os.O_CLOEXEC | (os.O_DIRECT if config.direct else 0)
         try:
-            self.fd = os.open(config.path, flags)
-        except OSError as e:
-            raise DiskError(f"{device_name}: cannot open path={str(config.path)!r}: {e.strerror}") from e
+            self.fd = open_path(config.path, device_name, "path", kinds=("file", "block"), write=not config.readonly,
+                                extra_flags=os.O_DIRECT if config.direct else 0)
+        except HostFileError as e:
+            raise DiskError(str(e)) from e
         try:
             # As cloud-hypervisor: two VMs must not write one image (a shared lock for read-only).
             fcntl.lockf(self.fd, (fcntl.LOCK_SH if config.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB)
