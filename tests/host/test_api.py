@@ -170,6 +170,10 @@ def test_lifecycle_through_the_api(plugvm, kernel, tmp_path):
     ("PUT", "vm.create", '{"payload": {"kernel": "/k"}, "frobs": 1}', 400, "unknown field 'frobs'"),
     ("PUT", "vm.resize", '{"desired_vcpus": -1}', 400, "desired_vcpus"),
     ("PUT", "vm.resize", '{"colour": 1}', 400, "unknown field 'colour'"),
+    ("PUT", "vm.create", "[" * 10000, 400, "more than 64 deep"),
+    ("PUT", "vm.add-disk", '{"path": "/k", "path": "/k"}', 400, "duplicate field 'path'"),
+    ("PUT", "vm.add-disk", '{"path": "/k", "serial": "\\ud800"}', 400, "lone surrogate"),
+    ("PUT", "vm.create", '{"payload": {"kernel": "/k", "cmdline": "\\udc80"}}', 400, "lone surrogate"),
 ])
 def test_bad_requests_get_cloud_hypervisors_status_and_an_error_array(plugvm, kernel, method, verb, body, status,
                                                                       fragment):
@@ -177,6 +181,15 @@ def test_bad_requests_get_cloud_hypervisors_status_and_an_error_array(plugvm, ke
     response = plugvm.client.request(method, verb, content=body)
     assert response.status_code == status
     assert any(fragment in line for line in errors(response)), response.text
+
+
+def test_a_refused_body_changes_nothing(plugvm, kernel, tmp_path):
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path)).status_code == 204
+    before = plugvm.get("vm.info").json()
+    for raw in (b"[" * 10000, b'\xef\xbb\xbf{}', '{"path": "/x"}'.encode("utf-16"), b'{"path": "\\ud800"}',
+                b'{"path": "/a", "path": "/b"}'):
+        assert plugvm.put("vm.add-disk", raw=raw).status_code == 400
+    assert plugvm.get("vm.info").json() == before
 
 
 def test_oversized_body_is_refused(plugvm):

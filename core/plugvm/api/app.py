@@ -14,6 +14,7 @@ import time
 import falcon
 import structlog
 
+from plugvm.api import json_body
 from plugvm.config import ConfigError
 from plugvm.config.errors import Where
 from plugvm.config.json_fields import JsonObject
@@ -128,8 +129,8 @@ class Api:
             if not raw:
                 raise ApiError(400, "Error from API", f"{verb} needs a JSON body")
             try:
-                body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as e:
+                body = json_body.decode(raw)
+            except json_body.BodyError as e:
                 raise ApiError(400, "Error from API", f"The request body is not valid JSON: {e}") from e
         elif raw:
             raise ApiError(400, "Error from API", f"{verb} takes no body")
