@@ -580,3 +580,13 @@ def test_json_sections_parse_or_raise_config_error(section, data):
         read(JsonObject(body, Where(section, json=True)))
     except ConfigError as e:
         assert str(e).startswith(section)
+
+
+def test_a_kernel_path_the_host_cannot_take_is_one_line(tmp_path):
+    for path, why in (("/" + "x" * 5000, "cannot be used: File name too long"),
+                      (str(tmp_path / "a\0b"), "cannot be used: embedded null byte"),
+                      (str(tmp_path / "file" / "under"), "cannot be used: Not a directory")):
+        (tmp_path / "file").write_text("")
+        with pytest.raises(ConfigError, match=why) as info:
+            parse_cli(["--kernel", path])
+        assert "\n" not in str(info.value) and len(str(info.value)) < 400

@@ -7,6 +7,8 @@ or an ELF vmlinux; the initramfs must be a readable file.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +59,13 @@ class PayloadConfig:
 
 
 def _read_head(name: str, path: Path) -> bytes:
-    if not path.exists():
-        raise ConfigError(f"{name}{str(path)!r} does not exist")
-    if not path.is_file():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{name}{str(path)[:200]!r} does not exist") from None
+    except (OSError, ValueError) as e:        # too long, a NUL, not a directory on the way
+        raise ConfigError(f"{name}{str(path)[:200]!r} cannot be used: {getattr(e, 'strerror', None) or e}") from None
+    if not stat.S_ISREG(mode):
         raise ConfigError(f"{name}{str(path)!r} is not a regular file")
     try:
         with path.open("rb") as f:
