@@ -6,13 +6,27 @@ from __future__ import annotations
 import signal
 import sys
 
+import structlog
+
 from plugvm import logs, plugins
 from plugvm.config import ConfigError, parse_cli
 from plugvm.errors import PlugvmError
 from plugvm.vmm import Vmm
 
+log = structlog.get_logger(__name__)
+
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; every error, expected or not, ends as one line and exit status 1."""
+    try:
+        return _main(argv)
+    except Exception as e:      # a bug: still one line for the user, the traceback for -v logs
+        log.exception("plugvm failed")
+        print(f"plugvm: error: internal error: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         registry = plugins.load()
         cli = parse_cli(sys.argv[1:] if argv is None else argv, registry)

@@ -15,6 +15,10 @@ from plugvm import layout
 from plugvm.errors import PlugvmError
 
 
+class GuestMemoryAllocationError(PlugvmError, MemoryError):
+    """The host would not give the guest its RAM (the memfd or its mappings)."""
+
+
 class GuestMemoryError(PlugvmError, ValueError):
     """A guest-physical range is not (wholly) inside one RAM region."""
 
@@ -46,14 +50,19 @@ class GuestMemory:
         if size <= 0 or size % mmap.PAGESIZE:
             raise ValueError(f"guest memory size {size} is not a positive multiple of the page size")
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, size)
         self.size = size
         self.regions: list[Region] = []
         self._spans: list[tuple[int, int, memoryview]] = []    # (start, end, view of the whole region)
-        low = min(size, layout.MEM_32BIT_RESERVED_START)
-        self._add(0, low, 0)
-        if size > low:
-            self._add(layout.RAM_64BIT_START, size - low, low)
+        try:
+            os.ftruncate(self.fd, size)
+            low = min(size, layout.MEM_32BIT_RESERVED_START)
+            self._add(0, low, 0)
+            if size > low:
+                self._add(layout.RAM_64BIT_START, size - low, low)
+        except (OSError, OverflowError) as e:
+            self.close()
+            raise GuestMemoryAllocationError(f"--memory: cannot allocate size={size} bytes of guest RAM: "
+                                             f"{getattr(e, 'strerror', None) or e}") from e
 
     def _add(self, guest_addr: int, size: int, offset: int) -> None:
         mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)

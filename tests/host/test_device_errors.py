@@ -105,3 +105,44 @@ def test_serial_and_log_files_that_cannot_be_written_are_one_line(tiny, tmp_path
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"plugvm: error: {option[0]}: ") and where in lines[0], \
         proc.stderr
+
+
+def _kernels(tmp_path):
+    """Kernel files a hostile user might give, by name."""
+    hdrs = bytearray(0x210)
+    hdrs[0x202:0x206] = b"HdrS"                       # a bzImage header cut short of 0x268
+    files = {"short-bzimage": bytes(hdrs), "tiny-elf": b"\x7fELF\x02\x01", "four-byte-elf": b"\x7fELF"}
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(data)
+    sparse = tmp_path / "sparse-64g"
+    with open(sparse, "wb") as f:
+        f.truncate(64 << 30)
+    paths["sparse"] = sparse
+    return paths
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kernel", "{short-bzimage}"], "bzImage boot protocol"),
+    (["--kernel", "{tiny-elf}"], "ELF header truncated"),
+    (["--kernel", "{four-byte-elf}"], "ELF"),
+    (["--kernel", "{sparse}"], "is neither a bzImage"),
+    (["--kernel", "{tiny}", "--initramfs", "{sparse}"], "is 68719476736 bytes, more than the guest's"),
+    (["--kernel", "{tiny}", "--memory", "size=1000000G"], "--memory: cannot allocate size="),
+    (["--kernel", "{tiny}", "--memory", "size=8589934592G"], "--memory: size=8589934592G is more than"),
+    (["--kernel", "{tiny}", "--cpus", "boot=1,affinity=[0@[0-18446744073709551615]]"], "more than 4096 values"),
+    (["--kernel", "{tiny}", "--cpus", "boot=1,affinity=[0@[0-100000000]]"], "more than 4096 values"),
+    (["--kernel", "{tiny}", "--cmdline", "\udcff"], "--cmdline: '\\udcff' is not UTF-8 text"),
+    (["--kernel", "/{long}"], "--kernel: "),
+])
+def test_hostile_kernels_sizes_and_lists_are_one_line_not_a_traceback(tiny, tmp_path, args, message):
+    names = {**{k: str(v) for k, v in _kernels(tmp_path).items()}, "tiny": str(tiny), "long": "x" * 5000}
+    argv = [a.format(**names) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "plugvm.cli", *argv, "--serial", "null"], capture_output=True,
+                          timeout=60, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+                          text=True, errors="surrogateescape")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("plugvm: error: ") and message in lines[0], proc.stderr
+    assert "internal error" not in lines[0]

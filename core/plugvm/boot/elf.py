@@ -43,6 +43,8 @@ def parse(image: bytes) -> PvhKernel:
     """The PVH entry and the PT_LOAD segments of an ELF64 x86-64 kernel."""
     if image[:4] != ELF_MAGIC:
         raise BootError("not an ELF file")
+    if len(image) < 64:
+        raise BootError(f"ELF header truncated: the file is {len(image)} bytes, the header 64")
     if image[4] != 2 or image[5] != 1:
         raise BootError("only little-endian ELF64 kernels are supported")
     phoff, = struct.unpack_from("<Q", image, 0x20)

@@ -8,6 +8,7 @@ at 0x7000, the command line at 0x20000, the initramfs at the top of low RAM.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def load_pvh(memory: GuestMemory, kernel: bytes, initramfs: bytes | None, cmdlin
     for seg in image.segments:
         try:
             memory.write(seg.paddr, seg.data)
-            memory.view(seg.paddr + len(seg.data), seg.memsz - len(seg.data))[:] = bytes(seg.memsz - len(seg.data))
+            # The view first: it checks the bounds before a byte of zeros is made.
+            _zero(memory.view(seg.paddr + len(seg.data), seg.memsz - len(seg.data)))
         except GuestMemoryError:
             raise BootError(f"kernel segment at {seg.paddr:#x} (+{seg.memsz:#x}) is outside guest RAM") from None
         kernel_end = max(kernel_end, seg.paddr + seg.memsz)
@@ -104,10 +106,29 @@ def load_bzimage(memory: GuestMemory, kernel: bytes, initramfs: bytes | None, cm
     return EntryPoint(rip=layout.HIGH_RAM_START, rsi=layout.ZERO_PAGE_START)
 
 
+_ZEROS = bytes(1 << 20)
+
+
+def _zero(view: memoryview) -> None:
+    for at in range(0, len(view), len(_ZEROS)):
+        chunk = view[at:at + len(_ZEROS)]
+        chunk[:] = _ZEROS[:len(chunk)]
+
+
+def _read_file(path: Path, what: str, limit: int) -> bytes:
+    """The whole file, once its size is known to fit the guest (a sparse 64 GiB file
+    must not be read into our memory first)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise BootError(f"the {what} {str(path)!r} is {size} bytes, more than the guest's {limit} bytes of RAM")
+        return f.read()
+
+
 def load_kernel(memory: GuestMemory, kernel_path: Path, initramfs_path: Path | None, cmdline: str,
                 rsdp_addr: int) -> EntryPoint:
-    kernel = Path(kernel_path).read_bytes()
-    initramfs = Path(initramfs_path).read_bytes() if initramfs_path else None
+    kernel = _read_file(kernel_path, "kernel", memory.size)
+    initramfs = _read_file(initramfs_path, "initramfs", memory.size) if initramfs_path else None
     if bzimage.is_bzimage(kernel):
         return load_bzimage(memory, kernel, initramfs, cmdline, rsdp_addr)
     if kernel[:4] == elf.ELF_MAGIC:

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from plugvm.config.options import U64, dequote, split_items, to_int
 
+# More values than any list of ch's options means (CPUs, fds, queues): a range like
+# [0-18446744073709551615] is refused rather than expanded.
+MAX_VALUES = 4096
+
 
 def _unbracket(text: str) -> str:
     text = text.strip()
@@ -25,6 +29,8 @@ def int_list(text: str, high: int = U64) -> tuple[int, ...]:
             raise ValueError(f"the range {item!r} is empty or reversed")
         if last > high:
             raise ValueError(f"{last} is above {high}")
+        if len(values) + last - first + 1 > MAX_VALUES:
+            raise ValueError(f"the list holds more than {MAX_VALUES} values")
         values.extend(range(first, last + 1))
     return tuple(values)
 

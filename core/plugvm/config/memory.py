@@ -22,6 +22,9 @@ VIRTIO_MEM_ALIGN = 128 * MiB
 VIRTIO_MEM_BLOCK = 2 * MiB
 
 CLI = Where("--memory")
+# What 52 physical address bits (x86-64's most) reach, less the 32-bit hole and the
+# device areas: a bound for any one size, before the host is asked for the memory.
+MAX_GUEST_RAM = 1 << 51
 KEYS = ("size", "mergeable", "shared", "hugepages", "hugepage_size", "hotplug_method", "hotplug_size",
         "hotplugged_size", "prefault", "reserve", "thp")
 
@@ -55,6 +58,10 @@ class MemoryConfig:
             raise where.error("size=0 is only valid with memory zones, which plugvm does not support")
         if size % page:
             raise where.error(f"size={where.size(size)} is not a multiple of the {page}-byte page size")
+        for key, value in (("size", size), ("hotplug_size", self.hotplug_size or 0)):
+            if value > MAX_GUEST_RAM:
+                raise where.error(f"{key}={where.size(value)} is more than an x86-64 guest can address "
+                                  f"({where.size(MAX_GUEST_RAM)})")
         if self.hugepage_size is not None:
             if not self.hugepages:
                 raise where.error("hugepage_size needs hugepages=on")

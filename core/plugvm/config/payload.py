@@ -43,6 +43,11 @@ class PayloadConfig:
             _read_head(names["initramfs"], self.initramfs)
         if self.cmdline is not None and "\0" in self.cmdline:
             raise ConfigError(f"{names['cmdline']}{self.cmdline!r} contains a NUL byte")
+        if self.cmdline is not None:
+            try:
+                self.cmdline.encode("utf-8")
+            except UnicodeEncodeError:    # bytes that are not UTF-8 on our command line
+                raise ConfigError(f"{names['cmdline']}{self.cmdline[:80]!r} is not UTF-8 text") from None
 
     @classmethod
     def from_json(cls, j: JsonObject) -> PayloadConfig:
