@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 
 from plugvm_remote import __version__
-from plugvm_remote.client import ApiClient
+from plugvm_remote.client import DEFAULT_TIMEOUT, ApiClient
 from plugvm_remote.commands import ADD, SIMPLE, build_request
 from plugvm_remote.errors import PROGRAM, CommandError, IoError, RemoteError, format_error_chain
 
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="Remotely control a plugvm (or cloud-hypervisor) VMM.")
     parser.add_argument("--api-socket", metavar="PATH", help="HTTP API socket path (UNIX domain socket).")
     parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on a VMM that has not answered after SECONDS (default {DEFAULT_TIMEOUT:.0f}; "
+                             "ch-remote waits for ever)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name in SIMPLE:
         sub.add_parser(name, help=ABOUT[name])
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Please either provide the api-socket option or dbus-service-name and "
               "dbus-object-path options", file=sys.stderr)
         return 1
-    client = ApiClient(args.api_socket)
+    client = ApiClient(args.api_socket, args.timeout if args.timeout > 0 else None)
     try:
         # ch-remote opens the socket before it looks at the subcommand's arguments.
         client.connect()
@@ -84,13 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         except RemoteError as e:
             raise CommandError("http client error") from e
     except RemoteError as e:
-        sys.stderr.write(format_error_chain(e))
+        sys.stderr.write(printable(format_error_chain(e)))
         return 1
     finally:
         client.close()
     if body:
-        sys.stdout.write(body + "\n")
+        sys.stdout.write(printable(body) + "\n")
     return 0
+
+
+def printable(text: str) -> str:
+    """text with control characters (an escape sequence from a hostile server, say)
+    shown as \\xNN instead of reaching the terminal; newlines and tabs stay."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c)[0] != "C" else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in text)
 
 
 if __name__ == "__main__":

@@ -60,16 +60,22 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         super().send(data)
 
 
+# ch-remote waits for ever; a server that accepts and never answers (or answers only
+# 100 Continue) must not hang a script for good. Every socket operation gets this long.
+DEFAULT_TIMEOUT = 120.0
+
+
 class ApiClient:
     """One API request per connection, like ch-remote (which makes exactly one)."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self.socket_path = socket_path
+        self.timeout = timeout
         self._conn: UnixHTTPConnection | None = None
 
     def connect(self, fds: Sequence[int] = ()) -> None:
         """Open the socket now; raises OSError when it cannot be opened."""
-        conn = UnixHTTPConnection(self.socket_path, fds)
+        conn = UnixHTTPConnection(self.socket_path, fds, self.timeout)
         conn.connect()
         self._conn = conn
 

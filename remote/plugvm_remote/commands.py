@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from plugvm_remote import configs
-from plugvm_remote.errors import CommandError, ConfigSyntaxError, IoError
+from plugvm_remote.errors import CommandError, ConfigSyntaxError, IoError, RemoteError
 from plugvm_remote.options import parse_byte_sized, unsigned
 
 
@@ -94,15 +94,19 @@ def remove_device(args) -> Request:
 
 def create(args) -> Request:
     """The file (or stdin for ``-``) is sent as-is, unvalidated, as ch-remote does."""
+    message = "Error reading from stdin" if args.path == "-" else "Error reading from file"
     try:
         if args.path == "-":
-            data = sys.stdin.read()
+            stream = getattr(sys.stdin, "buffer", None)      # a text stream without one (tests)
+            raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
         else:
-            with open(args.path, encoding="utf-8") as f:
-                data = f.read()
+            with open(args.path, "rb") as f:
+                raw = f.read()
+        data = raw.decode("utf-8")
     except OSError as e:
-        message = "Error reading from stdin" if args.path == "-" else "Error reading from file"
         raise CommandError(message) from IoError(e)
+    except UnicodeDecodeError as e:
+        raise CommandError(message) from RemoteError(f"stream did not contain valid UTF-8 (byte {e.start})")
     return Request("PUT", "vm.create", data)
 
 

@@ -168,8 +168,17 @@ def net_body(text: str) -> tuple[dict, list[int]]:
         "offload_ufo": _toggle(p, f, "offload_ufo", True),
         "offload_csum": _toggle(p, f, "offload_csum", True),
     }
-    fds = _or(_convert(p, f, "fd", parse_integer_list), [])
+    fds = _or(_convert(p, f, "fd", _fd_list), [])
     return {**body, **_pci_common(text)}, [int(fd) for fd in fds]
+
+
+def _fd_list(value: str) -> list[int]:
+    """fd=[a,b]: file descriptors, which are C ints."""
+    fds = parse_integer_list(value)
+    for fd in fds:
+        if fd > 2**31 - 1:
+            raise ValueError(f"Invalid value: {fd} is not a file descriptor")
+    return fds
 
 
 def fs_body(text: str) -> tuple[dict, list[int]]:

@@ -144,6 +144,10 @@ def parse_byte_sized(value: str) -> int:
     return (number << shift) & ((1 << 64) - 1)
 
 
+# More than any list of ch's options means (fds, CPUs): [0-100000000] is refused, not expanded.
+MAX_LIST_VALUES = 4096
+
+
 def parse_integer_list(value: str) -> list[int]:
     """IntegerList: ``[0,2-4]`` → [0, 2, 3, 4]; brackets optional; ranges ascend strictly."""
     result: list[int] = []
@@ -156,6 +160,8 @@ def parse_integer_list(value: str) -> list[int]:
         end = u64(bounds[1]) if len(bounds) == 2 else start
         if len(bounds) == 2 and start >= end:
             raise ValueError(f"Invalid value: {item}")
+        if len(result) + end - start + 1 > MAX_LIST_VALUES:
+            raise ValueError(f"Invalid value: {item} (more than {MAX_LIST_VALUES} values)")
         result.extend(range(start, end + 1))
     return result
 

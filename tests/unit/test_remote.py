@@ -274,3 +274,78 @@ def test_console_script(api):
                           capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout, done.stderr) == (0, '{"state":"Running"}\n', "")
     assert only_request(api)["path"] == "/api/v1/vm.info"
+
+
+def _hostile_server(path: Path, answer: bytes | None):
+    """A unix socket that accepts, reads the request, then sends answer (None: nothing,
+    the connection held open)."""
+    import socket as sockets
+
+    server = sockets.socket(sockets.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            if answer is not None:
+                conn.sendall(answer)
+            held.append(conn)
+    threading.Thread(target=serve, daemon=True).start()
+    return server, held
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 100 Continue\r\n\r\n"])
+def test_a_server_that_never_answers_times_out(tmp_path, capsys, answer):
+    import time
+    server, held = _hostile_server(tmp_path / "mute.sock", answer)
+    try:
+        start = time.monotonic()
+        assert main(["--api-socket", str(tmp_path / "mute.sock"), "--timeout", "1", "ping"]) == 1
+        assert time.monotonic() - start < 5
+        err = capsys.readouterr().err
+        assert "Error writing to or reading from HTTP socket" in err and "timed out" in err
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_hostile_servers_escape_sequences_never_reach_the_terminal(tmp_path, capsys, status):
+    body = b'["\x1b]0;pwned\x07\x1b[31mred"]'
+    server, held = _hostile_server(tmp_path / "evil.sock", b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s"
+                                   % (status, len(body), body))
+    try:
+        main(["--api-socket", str(tmp_path / "evil.sock"), "ping"])
+        out = capsys.readouterr()
+        assert "\x1b" not in out.out + out.err and "\x07" not in out.out + out.err
+        assert "\\x1b]0;pwned\\x07\\x1b[31mred" in out.out + out.err
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+def test_create_from_a_file_that_is_not_utf8_is_an_error_chain(api, tmp_path, capsys):
+    (tmp_path / "vm.json").write_bytes(b'\xff\xfe{"payload": 1}')
+    assert run(api, "create", str(tmp_path / "vm.json")) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  0: Error reading from file", "  1: stream did not contain valid UTF-8 (byte 0)"]
+
+
+@pytest.mark.parametrize("command, config", [("add-net", "fd=[2147483648]"), ("add-net", "fd=[0-100000000]"),
+                                             ("add-disk", "path=/d,queue_affinity=[0@[0-100000000]]")])
+def test_huge_or_impossible_fd_and_cpu_lists_fail_fast(api, capsys, command, config):
+    import time
+    start = time.monotonic()
+    assert run(api, command, config) == 1
+    assert time.monotonic() - start < 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: plugvm-remote exited with the following chain of errors:\n  0: Error parsing ")
+    assert api.requests == []
