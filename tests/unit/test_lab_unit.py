@@ -64,40 +64,27 @@ def test_l1_command_script_keeps_cwd_env_and_argv(tmp_path):
 def _fake_monitor(path, rips, commands=None):
     """A unix socket answering HMP like QEMU's monitor: 'info registers' gives the next RIP
     of rips (the last one again once they run out); every command line goes to commands."""
-    import socket
-    import threading
+    from unix_servers import serve_unix
 
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen()
     rips = list(rips)
     commands = [] if commands is None else commands
 
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"QEMU 7.2.22 monitor - type 'help' for more information\n(qemu) ")
-                buf = b""
-                while True:
-                    data = conn.recv(4096)
-                    if not data:
-                        break
-                    buf += data
-                    while b"\n" in buf:
-                        line, buf = buf.split(b"\n", 1)
-                        commands.append(line.decode())
-                        if line == b"info registers":
-                            rip = rips.pop(0) if len(rips) > 1 else rips[0]
-                            conn.sendall(f"info registers\nCPU#0\nRAX=0000000000000000\nRIP={rip:016x} RFL=00000246 "
-                                         f"HLT=0\nES =0000\nCR3=0000000013a10000\n(qemu) ".encode())
-                        else:
-                            conn.sendall(line + b"\n(qemu) ")
-    threading.Thread(target=serve, daemon=True).start()
-    return server
+    def handle(conn):
+        with conn:
+            conn.sendall(b"QEMU 7.2.22 monitor - type 'help' for more information\n(qemu) ")
+            buf = b""
+            while data := conn.recv(4096):
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    commands.append(line.decode())
+                    if line == b"info registers":
+                        rip = rips.pop(0) if len(rips) > 1 else rips[0]
+                        conn.sendall(f"info registers\nCPU#0\nRAX=0000000000000000\nRIP={rip:016x} RFL=00000246 "
+                                     f"HLT=0\nES =0000\nCR3=0000000013a10000\n(qemu) ".encode())
+                    else:
+                        conn.sendall(line + b"\n(qemu) ")
+    return serve_unix(path, handle)
 
 
 @pytest.mark.parametrize("rips, stuck", [

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from plugvm_remote.cli import main
+from unix_servers import serve_unix
 
 DISK_DEFAULTS = {
     "path": "/img/d.raw", "readonly": False, "direct": False, "iommu": False, "num_queues": 1,
@@ -279,25 +280,14 @@ def test_console_script(api):
 def _hostile_server(path: Path, answer: bytes | None):
     """A unix socket that accepts, reads the request, then sends answer (None: nothing,
     the connection held open)."""
-    import socket as sockets
-
-    server = sockets.socket(sockets.AF_UNIX)
-    server.bind(str(path))
-    server.listen()
     held = []
 
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            if answer is not None:
-                conn.sendall(answer)
-            held.append(conn)
-    threading.Thread(target=serve, daemon=True).start()
-    return server, held
+    def handle(conn):
+        conn.recv(65536)
+        if answer is not None:
+            conn.sendall(answer)
+        held.append(conn)
+    return serve_unix(path, handle), held
 
 
 @pytest.mark.parametrize("answer", [None, b"HTTP/1.1 100 Continue\r\n\r\n"])
