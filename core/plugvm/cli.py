@@ -9,7 +9,7 @@ import sys
 import structlog
 
 from plugvm import logs, plugins
-from plugvm.config import ConfigError, parse_cli
+from plugvm.config import parse_cli
 from plugvm.errors import PlugvmError
 from plugvm.vmm import Vmm
 
@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     """The command; every error, expected or not, ends as one line and exit status 1."""
     try:
         return _main(argv)
+    except PlugvmError as e:
+        print(f"plugvm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     except Exception as e:      # a bug: still one line for the user, the traceback for -v logs
         log.exception("plugvm failed")
         print(f"plugvm: error: internal error: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
@@ -27,20 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    try:
-        registry = plugins.load()
-        cli = parse_cli(sys.argv[1:] if argv is None else argv, registry)
-    except (ConfigError, plugins.PluginError) as e:
-        print(f"plugvm: error: {e}", file=sys.stderr)
-        return 1
+    registry = plugins.load()
+    cli = parse_cli(sys.argv[1:] if argv is None else argv, registry)
     if cli.list_plugins:
         print(plugins.describe(registry))
         return 0
-    try:
-        logs.configure(cli.verbosity, cli.log_file)
-    except PlugvmError as e:
-        print(f"plugvm: error: {e}", file=sys.stderr)
-        return 1
+    logs.configure(cli.verbosity, cli.log_file)
     if cli.vm is None and cli.api_socket is None:
         print("plugvm: error: --kernel: required unless --api-socket is given (then vm.create and vm.boot "
               "through the API start a VM)", file=sys.stderr)
@@ -60,11 +57,6 @@ def _main(argv: list[str] | None) -> int:
             server = ApiServer(create_app(vmm), cli.api_socket)
             server.start()
         return vmm.run()
-    except PlugvmError as e:
-        print(f"plugvm: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
     finally:
         if server is not None:
             server.close()
