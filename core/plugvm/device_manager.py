@@ -1,10 +1,19 @@
 """The PCI devices of one boot: ids, slots and BARs given out as cloud-hypervisor does
-(notes §2.2), devices built by their plugins' factories and put behind the virtio-pci
-transport. Hotplug (a later issue) adds and removes through the same methods."""
+(notes §2.2, §3e), devices built by their plugins' factories and put behind the
+virtio-pci transport.
+
+Boot devices and hot-added ones take the same path (add()); a hot-added device gets
+64-bit BARs, as in cloud-hypervisor. Removal has two halves: request_removal() marks
+the device (the machine then tells the guest), and eject(), called on a vCPU thread
+when the guest writes B0EJ, releases everything the device holds. A device whose
+removal is pending stays in the device tree, so its id cannot be reused until the
+guest lets go of it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -18,6 +27,18 @@ VIRTIO_BAR_ALIGNMENT = 8 << 20      # cloud-hypervisor aligns virtio BAR0 (512 K
 
 class DeviceError(PlugvmError, RuntimeError):
     """A device could not be added; nothing of it is left attached."""
+
+
+class UnknownDeviceError(DeviceError, LookupError):
+    """No device has that id."""
+
+
+class RemovalPendingError(DeviceError):
+    """The device's removal was asked for and the guest has not ejected it yet."""
+
+
+class RemovalNotAllowedError(DeviceError):
+    """The device's type cannot be removed (a built-in device)."""
 
 
 @dataclass(frozen=True)
@@ -36,14 +57,31 @@ class DeviceEnv:
     vm_config: object
 
 
+@dataclass(eq=False)
+class Attached:
+    """One device in a slot, and what it holds."""
+
+    id: str
+    type: object                        # its DeviceType
+    slot: int
+    transport: VirtioPciDevice
+    bar: int
+    window: object                      # the AddressAllocator its BAR came from
+    removing: bool = False              # removal asked for, the guest has not ejected yet
+    gone: threading.Event = field(default_factory=threading.Event)    # set once ejected
+
+
 class DeviceManager:
     def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config):
         self.vm, self.memory, self.mmio, self.router = vm, memory, mmio, router
         self.registry = registry
         self.segment = segment
         self.vm_config = vm_config
-        self.devices: dict[str, tuple[int, VirtioPciDevice, int]] = {}     # id → (slot, transport, bar address)
+        self.devices: dict[str, Attached] = {}
         self._counter = 0
+        # Held for changes to `devices` and slots; an API thread adds and asks for
+        # removals, a vCPU thread ejects.
+        self._lock = threading.RLock()
 
     def boot_devices(self) -> list[tuple[object, object]]:
         """(type, config) for every device the VM config asks for, in cloud-hypervisor's
@@ -67,7 +105,7 @@ class DeviceManager:
         for device_type, config in wanted:
             self.add(device_type, config, reserved=True, taken=taken)
 
-    def next_id(self, prefix: str, taken: set) -> str:
+    def next_id(self, prefix: str, taken: set = frozenset()) -> str:
         # One counter for every prefix, skipping names in use (vmm/src/device_manager.rs next_device_name).
         while True:
             name = f"{prefix}{self._counter}"
@@ -77,64 +115,120 @@ class DeviceManager:
 
     def add(self, device_type, config, *, reserved: bool = False, taken: set = frozenset(),
             bar_64bit: bool = False) -> PciDeviceInfo:
-        device_id = getattr(config, "id", None) or device_type.fixed_id or self.next_id(device_type.id_prefix, taken)
-        if device_id in self.devices:
-            raise DeviceError(f"{device_type.cli_option}: a device with id {device_id!r} already exists")
-        explicit = getattr(config, "pci_device_id", None)
-        slot = explicit if (explicit is not None and reserved) else self.segment.allocate_slot(explicit)
-        bar = window = None
-        device = transport = None
-        try:
-            window = self.segment.mem64 if bar_64bit else self.segment.mem32
-            bar = window.allocate(BAR0_SIZE, VIRTIO_BAR_ALIGNMENT)
-            device = device_type.create(config, DeviceEnv(self.vm_config))
-            transport = VirtioPciDevice(device, device_id, self.memory, self.vm, self.router, bar, bar_64bit)
-            device = None           # the transport owns it now
-            self.mmio.insert(bar, BAR0_SIZE, transport)
-            self.segment.attach(slot, transport)
-        except BaseException:
-            if transport is not None:
-                try:
-                    self.mmio.remove(bar)
-                except ValueError:
-                    pass
-                transport.close()
-            if device is not None:
-                device.close()
-            if bar is not None:
-                window.free(bar)
-            self.segment.free_slot(slot)
-            raise
-        self.devices[device_id] = (slot, transport, bar)
+        """Build the device and put it in a slot: its explicit pci_device_id (reserved
+        already when `reserved`), else the lowest free one. On any failure nothing of it
+        is left: slot, BAR, bus range, fds and threads are released, and the error raised."""
+        with self._lock:
+            device_id = (getattr(config, "id", None) or device_type.fixed_id
+                         or self.next_id(device_type.id_prefix, taken))
+            if device_id in self.devices:
+                raise DeviceError(f"{device_type.cli_option}: a device with id {device_id!r} already exists")
+            explicit = getattr(config, "pci_device_id", None)
+            slot = explicit if (explicit is not None and reserved) else self.segment.allocate_slot(explicit)
+            bar = window = None
+            device = transport = None
+            try:
+                window = self.segment.mem64 if bar_64bit else self.segment.mem32
+                bar = window.allocate(BAR0_SIZE, VIRTIO_BAR_ALIGNMENT)
+                device = device_type.create(config, DeviceEnv(self.vm_config))
+                transport = VirtioPciDevice(device, device_id, self.memory, self.vm, self.router, bar, bar_64bit)
+                device = None           # the transport owns it now
+                self.mmio.insert(bar, BAR0_SIZE, transport)
+                self.segment.attach(slot, transport)
+            except BaseException:
+                if transport is not None:
+                    try:
+                        self.mmio.remove(bar)
+                    except ValueError:
+                        pass
+                    transport.close()
+                if device is not None:
+                    device.close()
+                if bar is not None:
+                    window.free(bar)
+                self.segment.free_slot(slot)
+                raise
+            self.devices[device_id] = Attached(device_id, device_type, slot, transport, bar, window)
         info = PciDeviceInfo(device_id, self._bdf(slot))
         log.info("device added", id=device_id, bdf=info.bdf, type=device_type.name)
         return info
 
+    def info(self, device_id: str) -> PciDeviceInfo:
+        return PciDeviceInfo(device_id, self._bdf(self.devices[device_id].slot))
+
+    def request_removal(self, device_id: str) -> Attached:
+        """Mark a device for removal and return it (the caller tells the guest). Raises
+        UnknownDeviceError, RemovalPendingError or RemovalNotAllowedError, changing nothing."""
+        with self._lock:
+            attached = self.devices.get(device_id)
+            if attached is None:
+                raise UnknownDeviceError(f"no device has id {device_id!r}")
+            if attached.removing:
+                raise RemovalPendingError(f"the removal of {device_id} is already pending: the guest has not "
+                                          f"ejected it yet")
+            if not getattr(attached.type, "removable", True):
+                raise RemovalNotAllowedError(f"{device_id} is a built-in {attached.type.name} device and cannot be "
+                                             f"removed")
+            attached.removing = True
+            log.info("device removal requested", id=device_id, bdf=self._bdf(attached.slot))
+            return attached
+
+    def eject(self, slot: int) -> None:
+        """The guest ejected `slot` (B0EJ, on its vCPU thread). Only a device whose removal
+        was asked for is released; any other bit (an empty slot, a device nobody asked
+        to remove, a slot that does not exist) is logged and ignored, so a guest cannot
+        take away what the VM's config says it has, nor free anything twice."""
+        with self._lock:
+            attached = next((a for a in self.devices.values() if a.slot == slot), None)
+            if attached is None or not attached.removing:
+                log.warning("guest ejected a slot with no pending removal; ignored", slot=slot,
+                            device=attached.id if attached else None)
+                return
+            del self.devices[attached.id]
+            # Off the buses first, so that no vCPU reaches the device while it goes.
+            self.mmio.remove(attached.bar)
+            self.segment.detach(slot)
+        try:
+            attached.transport.close()
+        except Exception:
+            log.exception("closing an ejected device failed", id=attached.id)
+        finally:
+            with self._lock:
+                attached.window.free(attached.bar)
+                self.segment.free_slot(slot)
+            attached.gone.set()
+        log.info("device ejected", id=attached.id, bdf=self._bdf(slot))
+
     def device_tree(self) -> dict:
         """cloud-hypervisor's device tree: each virtio device under its `_virtio-pci-<id>`
-        node, which holds the PCI BDF."""
+        node, which holds the PCI BDF. A device whose removal is pending says so."""
         tree = {}
-        for device_id, (slot, transport, bar) in self.devices.items():
+        for device_id, attached in list(self.devices.items()):
+            bar = attached.bar
             parent = f"_virtio-pci-{device_id}"
             tree[device_id] = {"id": device_id, "resources": [], "parent": parent, "children": []}
             tree[parent] = {"id": parent, "resources": [{"PciBar": {"index": 0, "base": bar, "size": BAR0_SIZE,
                                                                      "type": "Mmio32" if bar < 1 << 32 else "Mmio64",
                                                                      "prefetchable": False}}],
-                            "children": [device_id], "pci_bdf": self._bdf(slot)}
+                            "children": [device_id], "pci_bdf": self._bdf(attached.slot)}
+            if attached.removing:
+                tree[device_id]["pending_removal"] = tree[parent]["pending_removal"] = True
         return tree
 
     def counters(self) -> dict:
         """Per-device counters, for devices that keep them (a `counters` dict of integers)."""
-        return {device_id: dict(transport.device.counters) for device_id, (_, transport, _) in self.devices.items()
-                if isinstance(getattr(transport.device, "counters", None), dict)}
+        return {device_id: dict(a.transport.device.counters) for device_id, a in list(self.devices.items())
+                if isinstance(getattr(a.transport.device, "counters", None), dict)}
 
     def _bdf(self, slot: int) -> str:
         return f"{self.segment.segment_id:04x}:00:{slot:02x}.0"
 
     def close(self) -> None:
-        for device_id, (slot, transport, bar) in list(self.devices.items()):
+        with self._lock:
+            attached, self.devices = list(self.devices.values()), {}
+        for a in attached:
             try:
-                transport.close()
+                a.transport.close()
             except Exception:
-                log.exception("closing a device failed", id=device_id)
-        self.devices.clear()
+                log.exception("closing a device failed", id=a.id)
+            a.gone.set()

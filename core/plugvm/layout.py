@@ -2,7 +2,13 @@
 shared/reference/cloud-hypervisor-notes.md §3h), kept so that hotplug registers,
 AML and tooling written for cloud-hypervisor see the same machine."""
 
+from plugvm.errors import PlugvmError
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+
+class LayoutError(PlugvmError, ValueError):
+    """An address space that cannot hold what was asked of it."""
 
 # Low memory.
 GDT_START = 0x500
@@ -48,3 +54,31 @@ def pci_mem64_start(ram_end: int, hotplug_size: int) -> int:
     """The 64-bit BAR window starts after RAM and the memory-hotplug area, 4 GiB aligned."""
     top = max(RAM_64BIT_START, ram_end) + hotplug_size
     return (top + 4 * GiB - 1) // (4 * GiB) * (4 * GiB)
+
+
+# The platform MMIO area at the top of the guest physical address space (§3h): the GED
+# and the hotplug controllers' registers, published to the guest only through the AML.
+PLATFORM_AREA_SIZE = 1 * MiB      # PLATFORM_DEVICE_AREA_SIZE
+PLATFORM_AREA_GAP = 64 * KiB      # left free at the very top
+PLATFORM_PAGE = 4 * KiB
+# cloud-hypervisor's allocation order, top-down, a page each: memory hotplug (when its
+# method has registers), PCI hotplug, CPU hotplug, the GED.
+PLATFORM_DEVICES = ("pci_hotplug", "cpu_hotplug", "ged")
+
+
+def platform_area(phys_bits: int) -> tuple[int, int]:
+    """(start, size) of the platform area: [2**phys_bits - 64 KiB - 1 MiB, 2**phys_bits - 64 KiB)."""
+    if not 32 <= phys_bits <= 52:
+        raise LayoutError(f"platform_area: phys_bits={phys_bits} is not 32-52")
+    end = (1 << phys_bits) - PLATFORM_AREA_GAP
+    return end - PLATFORM_AREA_SIZE, PLATFORM_AREA_SIZE
+
+
+def platform_devices(phys_bits: int, names: tuple[str, ...] = PLATFORM_DEVICES) -> dict[str, int]:
+    """The page each platform device's registers start at, allocated top-down in the
+    order given (cloud-hypervisor's, so that its AML and ours agree on addresses)."""
+    start, size = platform_area(phys_bits)
+    if len(names) * PLATFORM_PAGE > size:
+        raise LayoutError(f"{len(names)} platform devices do not fit the {size >> 10} KiB platform area")
+    top = start + size
+    return {name: top - (i + 1) * PLATFORM_PAGE for i, name in enumerate(names)}

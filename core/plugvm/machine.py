@@ -21,8 +21,9 @@ from plugvm.cpu import cpuid, lapic, msrs
 from plugvm.devices.acpi_pm import PmTimer, SleepResetRegister
 from plugvm.devices.cmos import Cmos
 from plugvm.devices.i8042 import I8042
-from plugvm.acpi.ged_aml import ged_aml, platform_area
-from plugvm.devices.ged import GED_SIZE, POWER_BUTTON_CHANGED, Ged
+from plugvm.acpi.ged_aml import ged_aml
+from plugvm.devices.ged import GED_SIZE, PCI_DEVICES_CHANGED, POWER_BUTTON_CHANGED, Ged
+from plugvm.devices.pci_hotplug import REGISTERS_SIZE as PCI_HOTPLUG_SIZE, PciHotplugController
 from plugvm.devices.serial import Serial
 from plugvm.device_manager import DeviceManager
 from plugvm.interrupts import InterruptRouter
@@ -38,7 +39,6 @@ MXCSR_DEFAULT = 0x1F80       # all SSE exceptions masked
 
 IOAPIC_PINS = 24
 GED_GSI = 13          # the first GSI after the PCI INTx lines 5-12, as in cloud-hypervisor
-PAGE = 4096
 
 
 def legacy_routes() -> list[tuple[int, str, int]]:
@@ -125,19 +125,22 @@ class Machine:
         self.devices.attach_boot_devices()
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
+        # The GED and the hotplug registers go in the platform area, which cloud-hypervisor
+        # fills top-down; only the AML says where they are.
+        platform = layout.platform_devices(cpuid.phys_bits(supported_cpuid))
+        self.pci_hotplug = PciHotplugController(1, self._eject)
+        self.mmio.insert(platform["pci_hotplug"], PCI_HOTPLUG_SIZE, self.pci_hotplug)
         pci_aml = acpi.pci_segment_aml(0, layout.PCI_MMCONFIG_START,
                                        (layout.MEM_32BIT_DEVICES_START, layout.MEM_32BIT_DEVICES_SIZE),
-                                       (mem64_start, layout.PCI_MEM64_SIZE))
+                                       (mem64_start, layout.PCI_MEM64_SIZE),
+                                       hotplug_region=(platform["pci_hotplug"], PCI_HOTPLUG_SIZE))
         mcfg = acpi.Mcfg([(0, layout.PCI_MMCONFIG_START, 0, 0)])
-        # The GED (power button now, hotplug later) takes the top page of the platform area,
-        # which cloud-hypervisor fills top-down; the AML publishes where it is.
-        area_start, area_size = platform_area(cpuid.phys_bits(supported_cpuid))
-        ged_addr = area_start + area_size - PAGE
         self.ged = Ged(lambda: self._pulse(GED_GSI))
-        self.mmio.insert(ged_addr, GED_SIZE, self.ged)
+        self.mmio.insert(platform["ged"], GED_SIZE, self.ged)
         tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
                                                  limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off",
-                                                 dsdt_fragments=(*pci_aml, *ged_aml(ged_addr, GED_GSI)),
+                                                 dsdt_fragments=(*pci_aml, *ged_aml(platform["ged"], GED_GSI,
+                                                                                    pci=True)),
                                                  extra_tables=(mcfg,)))
         self.memory.write(tables.rsdp_addr, tables.blob)
         reset_vector.install(self.memory)
@@ -160,6 +163,28 @@ class Machine:
         """An edge on an ISA interrupt line."""
         self.vm.irq_line(irq, 1)
         self.vm.irq_line(irq, 0)
+
+    # --- PCI hotplug (the API's threads, and the vCPU that ejects) ------------------------------
+
+    def add_device(self, device_type, config):
+        """Hot-add: build the device as at boot but with 64-bit BARs, put it in a free
+        slot (or its pci_device_id), then tell the guest (PCIU, the GED's PCI bit).
+        Returns its PciDeviceInfo; on failure nothing is attached and the guest is not told."""
+        info = self.devices.add(device_type, config, bar_64bit=True)
+        self.pci_hotplug.added(0, self.devices.devices[info.id].slot)
+        self.ged.notify(PCI_DEVICES_CHANGED)
+        return info
+
+    def request_removal(self, device_id: str):
+        """Ask the guest to let go of a device (PCID, the GED's PCI bit); it is released
+        when the guest ejects it. Returns the device's device_manager.Attached."""
+        attached = self.devices.request_removal(device_id)
+        self.pci_hotplug.removing(0, attached.slot)
+        self.ged.notify(PCI_DEVICES_CHANGED)
+        return attached
+
+    def _eject(self, segment: int, slot: int) -> None:
+        self.devices.eject(slot)
 
     def power_button(self) -> None:
         """Press the ACPI power button: the guest's OS decides what to do (it powers off)."""

@@ -49,6 +49,7 @@ class DeviceType:
     fixed_id: str | None = None        # "__rng": the one id of a single built-in device
     order: int = 100                   # creation order; cloud-hypervisor's: disks 10, net 20, rng 30, fs 50, ...
     default: Callable[[], object] | None = None   # a config used when the option is not given (rng)
+    removable: bool = True             # vm.remove-device may take it out of a running VM (built-ins: no)
     help: str = ""
     distribution: str = field(default="", compare=False)    # filled in by the registry
     version: str = field(default="", compare=False)

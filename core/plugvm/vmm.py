@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
 import structlog
 
 from plugvm import __version__, plugins
+from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, UnknownDeviceError
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
 from plugvm.machine import Machine
@@ -47,6 +48,22 @@ class LifecycleError(PlugvmError, RuntimeError):
         super().__init__(chain[-1] if chain else kind)
         self.kind = kind
         self.chain = list(chain)
+
+
+def _pinned(device_config, device_id: str, slot: int) -> dict:
+    """The fields that record where a hot-added device went: its id, and its slot when
+    the config has a pci_device_id (plugvm.device_config.PciFields)."""
+    names = {f.name for f in fields(device_config)}
+    return {"id": device_id, **({"pci_device_id": slot} if "pci_device_id" in names else {})}
+
+
+@dataclass(frozen=True)
+class HotplugOutcome:
+    """What a device verb answers: `body` (the added device's {"id", "bdf"}, or None),
+    and with a wait, whether the guest finished its part in time (done)."""
+
+    body: dict | None
+    done: bool | None = None
 
 
 class Vmm:
@@ -250,28 +267,116 @@ class Vmm:
                                      "plugvm has no balloon device")
             self.config = cfg
 
-    def add_device(self, device_type, device_config) -> dict | None:
-        """A device verb (vm.add-disk, ...): cold-added to a created VM's config (returns
-        None: ch answers 204); a booted VM needs hotplug, not there yet."""
+    def add_device(self, device_type, device_config, wait: float | None = None) -> HotplugOutcome:
+        """A device verb (vm.add-disk, ...). A created VM: the device is added to its config
+        (cold add; ch answers 204). A booted VM: hot-added (ch answers 200 with its id and
+        BDF) and added to the config with that id and slot, so that a reboot brings it
+        back at the same BDF. With `wait` (seconds), returns once the guest's driver has
+        enabled the device or the time ran out (outcome.done says which)."""
         with self.lock:
             self._need_config()
-            if self.machine is not None:
-                raise LifecycleError("HotplugUnsupported", "Error from API", "The device could not be added",
-                                     "Adding a device to a booted VM needs PCI hotplug, which plugvm "
-                                     "does not have yet")
-            devices = dict(self.config.devices)
-            existing = devices.get(device_type.config_key)
-            ids = {getattr(c, "id", None) for value in devices.values()
-                   for c in (value if isinstance(value, tuple) else (value,))}
-            if getattr(device_config, "id", None) in ids - {None}:
-                raise LifecycleError("IdentifierNotUnique", "Error from API", "The device could not be added",
-                                     f"Identifier {device_config.id} is not unique")
-            if device_type.multiple:
-                devices[device_type.config_key] = (existing or ()) + (device_config,)
-            else:
-                devices[device_type.config_key] = device_config
-            self.config = replace(self.config, devices=devices)
-            return None
+            self._check_unique(device_type, device_config)
+            if self.machine is None:
+                self.config = self._with_device(self.config, device_type, device_config)
+                return HotplugOutcome(None)
+            if not device_type.api_verb:
+                raise LifecycleError("HotplugNotAllowed", "Error from API", "The device could not be added",
+                                     f"{device_type.name} devices cannot be hot-added")
+            machine = self.machine
+            try:
+                info = machine.add_device(device_type, device_config)
+            except PlugvmError as e:
+                raise LifecycleError("DeviceAdd", "Error from API", "The device could not be added", str(e)) from e
+            attached = machine.devices.devices[info.id]
+            pinned = replace(device_config, **_pinned(device_config, info.id, attached.slot))
+            self.config = self._with_device(self.config, device_type, pinned)
+            ready = attached.transport.driver_ok
+        return HotplugOutcome(info.to_json(), self._wait(ready, wait))
+
+    def remove_device(self, device_id: str, wait: float | None = None) -> HotplugOutcome:
+        """vm.remove-device: a booted VM's device is asked of the guest and dropped from
+        the config at once (a reboot does not bring it back); it is released when the
+        guest ejects it. A created VM's device leaves the config. With `wait`, returns
+        once the guest has ejected it or the time ran out."""
+        with self.lock:
+            self._need_config()
+            found = self._find_device(device_id)
+            if self.machine is None:
+                if found is None:
+                    raise LifecycleError("NoDeviceToRemove", "Error from API", "The device could not be removed",
+                                         f"No device with id {device_id!r}")
+                self.config = self._without_device(self.config, *found)
+                return HotplugOutcome(None)
+            try:
+                attached = self.machine.request_removal(device_id)
+            except UnknownDeviceError as e:
+                raise LifecycleError("NoDeviceToRemove", "Error from API", "The device could not be removed",
+                                     str(e)) from e
+            except RemovalPendingError as e:
+                raise LifecycleError("RemovalPending", "Error from API", "The device could not be removed",
+                                     str(e)) from e
+            except RemovalNotAllowedError as e:
+                raise LifecycleError("RemovalNotAllowed", "Error from API", "The device could not be removed",
+                                     str(e)) from e
+            if found is not None:
+                self.config = self._without_device(self.config, *found)
+            gone = attached.gone
+        return HotplugOutcome(None, self._wait(gone, wait))
+
+    @staticmethod
+    def _wait(event: threading.Event, wait: float | None) -> bool | None:
+        # Outside the lock: the guest's part takes seconds, and the API serves others meanwhile.
+        return None if wait is None else event.wait(wait)
+
+    def _device_ids(self) -> set[str]:
+        ids = {getattr(c, "id", None) for value in self.config.devices.values()
+               for c in (value if isinstance(value, tuple) else (value,))}
+        if self.machine is not None:
+            ids |= set(self.machine.devices.devices)     # a removal still pending keeps its id
+        return ids - {None}
+
+    def _check_unique(self, device_type, device_config) -> None:
+        device_id = getattr(device_config, "id", None)
+        if device_id is not None and device_id in self._device_ids():
+            raise LifecycleError("IdentifierNotUnique", "Error from API", "The device could not be added",
+                                 f"Identifier {device_id} is not unique")
+        slot = getattr(device_config, "pci_device_id", None)
+        if slot is not None:
+            taken = {getattr(c, "pci_device_id", None) for value in self.config.devices.values()
+                     for c in (value if isinstance(value, tuple) else (value,))}
+            if slot in taken:
+                raise LifecycleError("InvalidConfig", "Error from API", "The device could not be added",
+                                     f"pci_device_id {slot} is already taken by another device")
+        if not device_type.multiple and self.config.devices.get(device_type.config_key) is not None:
+            raise LifecycleError("InvalidConfig", "Error from API", "The device could not be added",
+                                 f"the VM already has its one {device_type.name} device")
+
+    def _find_device(self, device_id: str):
+        """(config key, config) of the device with that id in the config, or None."""
+        for key, value in self.config.devices.items():
+            for c in (value if isinstance(value, tuple) else (value,)):
+                if getattr(c, "id", None) == device_id:
+                    return key, c
+        return None
+
+    @staticmethod
+    def _with_device(config, device_type, device_config):
+        devices = dict(config.devices)
+        if device_type.multiple:
+            devices[device_type.config_key] = (devices.get(device_type.config_key) or ()) + (device_config,)
+        else:
+            devices[device_type.config_key] = device_config
+        return replace(config, devices=devices)
+
+    @staticmethod
+    def _without_device(config, key, device_config):
+        devices = dict(config.devices)
+        value = devices[key]
+        if isinstance(value, tuple):
+            devices[key] = tuple(c for c in value if c is not device_config)
+        else:
+            del devices[key]
+        return replace(config, devices=devices)
 
     def info(self) -> dict:
         with self.lock:

@@ -14,7 +14,8 @@ import unicodedata
 from plugvm_remote import __version__
 from plugvm_remote.client import DEFAULT_TIMEOUT, ApiClient
 from plugvm_remote.commands import ADD, SIMPLE, build_request
-from plugvm_remote.errors import PROGRAM, CommandError, IoError, RemoteError, format_error_chain
+from plugvm_remote.errors import (PROGRAM, CommandError, IoError, RemoteError, ServerResponseError,
+                                  format_error_chain)
 
 ABOUT = {
     "ping": "Ping the VMM to check for API server availability",
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"give up on a VMM that has not answered after SECONDS (default {DEFAULT_TIMEOUT:.0f}; "
                              "ch-remote waits for ever)")
+    parser.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="add-* and remove-device: answer once the guest has enabled the added device or "
+                             "ejected the removed one (up to SECONDS; RFC 7240 `Prefer: wait`, a plugvm extension); "
+                             "exit 1 if it has not by then")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name in SIMPLE:
         sub.add_parser(name, help=ABOUT[name])
@@ -74,7 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         print("Please either provide the api-socket option or dbus-service-name and "
               "dbus-object-path options", file=sys.stderr)
         return 1
-    client = ApiClient(args.api_socket, args.timeout if args.timeout > 0 else None)
+    headers = {}
+    timeout = args.timeout if args.timeout > 0 else None
+    if args.wait is not None:
+        if args.wait < 0 or args.wait != int(args.wait):
+            print(f"--wait: {args.wait:g} is not a whole number of seconds", file=sys.stderr)
+            return 1
+        if args.command in ADD or args.command == "remove-device":
+            headers["Prefer"] = f"wait={int(args.wait)}"
+            if timeout is not None:
+                timeout = max(timeout, args.wait + 30)      # the VMM answers after the wait
+    client = ApiClient(args.api_socket, timeout)
     try:
         # ch-remote opens the socket before it looks at the subcommand's arguments.
         client.connect()
@@ -84,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         request = build_request(args)
         try:
-            body = client.request(request.method, request.command, request.body, request.fds)
+            body = client.request(request.method, request.command, request.body, request.fds, headers)
+        except ServerResponseError as e:
+            if headers and e.status == 202:
+                what = "enabled the device" if args.command in ADD else "ejected the device"
+                sys.stderr.write(printable(f"{PROGRAM}: the guest has not {what} within {args.wait:g} s; "
+                                           f"still pending: {e.body}") + "\n")
+                return 1
+            raise CommandError("http client error") from e
         except RemoteError as e:
             raise CommandError("http client error") from e
     except RemoteError as e:

@@ -85,8 +85,9 @@ class ApiClient:
             self._conn = None
 
     def request(self, method: str, command: str, body: str | None = None,
-                fds: Sequence[int] = ()) -> str | None:
+                fds: Sequence[int] = (), headers: dict | None = None) -> str | None:
         """Send ``method /api/v1/<command>``; return the body, or None without Content-Length.
+        `headers` are sent besides ch-remote's own (plugvm's ``Prefer: wait``).
 
         Raises ServerResponseError for any status but 100/200/204, SocketError on I/O failure.
         """
@@ -100,6 +101,8 @@ class ApiClient:
             conn.putrequest(method, API_ROOT + command, skip_host=True, skip_accept_encoding=True)
             conn.putheader("Host", "localhost")
             conn.putheader("Accept", "*/*")
+            for name, value in (headers or {}).items():
+                conn.putheader(name, value)
             if payload is not None:
                 conn.putheader("Content-Length", str(len(payload)))
             conn.endheaders(payload)

@@ -12,7 +12,8 @@ import pytest
 from plugvm.acpi import AcpiError, AcpiPlatform, build
 from plugvm.acpi.aml import Device, EisaId, Method, Name, Scope
 from plugvm.acpi.aml_extra import Arg, MethodCall, Store
-from plugvm.acpi.ged_aml import event_device, ged_aml, platform_area
+from plugvm.acpi.ged_aml import event_device, ged_aml
+from plugvm.layout import LayoutError, platform_area, platform_devices
 from plugvm.acpi.platform_aml import power_button
 from plugvm.devices.ged import (ALL_FLAGS, CPU_DEVICES_CHANGED, GED_SIZE, MEMORY_DEVICES_CHANGED,
                                 PCI_DEVICES_CHANGED, POWER_BUTTON_CHANGED, Ged, GedError)
@@ -215,16 +216,29 @@ def test_escn_calls_only_the_scans_that_exist():
     assert b"PWRB" in b"".join(o.to_bytes() for o in ged_aml(ADDR, IRQ))
 
 
-@pytest.mark.parametrize("make", [lambda: ged_aml(-1, IRQ), lambda: ged_aml(1 << 64, IRQ),
-                                  lambda: platform_area(31), lambda: platform_area(53)])
+@pytest.mark.parametrize("make", [lambda: ged_aml(-1, IRQ), lambda: ged_aml(1 << 64, IRQ)])
 def test_bad_arguments_are_refused(make):
     with pytest.raises(AcpiError):
         make()
 
 
+@pytest.mark.parametrize("phys_bits", [31, 53])
+def test_a_platform_area_outside_32_to_52_bits_is_refused(phys_bits):
+    with pytest.raises(LayoutError):
+        platform_area(phys_bits)
+
+
 def test_the_platform_area_is_the_mib_below_the_top_64_kib():
     assert platform_area(40) == ((1 << 40) - 0x11_0000, 0x10_0000)
     assert platform_area(46) == (0x3FFF_FFEF_0000, 1 << 20)
+
+
+def test_platform_devices_are_allocated_top_down_a_page_each_in_cloud_hypervisors_order():
+    top = (1 << 40) - 0x1_0000
+    assert platform_devices(40) == {"pci_hotplug": top - 0x1000, "cpu_hotplug": top - 0x2000, "ged": top - 0x3000}
+    assert platform_devices(40, ("memory_hotplug", "ged")) == {"memory_hotplug": top - 0x1000, "ged": top - 0x2000}
+    with pytest.raises(LayoutError):
+        platform_devices(40, tuple(str(i) for i in range(257)))
 
 
 # --- ACPICA over the whole tables

@@ -28,7 +28,6 @@
 
 from __future__ import annotations
 
-from plugvm import layout
 from plugvm.acpi.aml import Aml, Device, EisaId, Interrupt, Method, Name, QWordMemory, ResourceTemplate, Scope
 from plugvm.acpi.aml_extra import (And, Field, FieldAccess, FieldUpdate, If, LEqual, Local, MethodCall, Notify,
                                    OperationRegion, RegionSpace, Store)
@@ -36,21 +35,8 @@ from plugvm.acpi.errors import AcpiError
 
 GED_SIZE = 1                      # the register (devices/ged.py)
 NOTIFY_STATUS_CHANGE = 0x80       # for a power button: "pressed" (4.8.2.2.1.2, 5.6.6)
-PLATFORM_AREA_SIZE = layout.MiB   # PLATFORM_DEVICE_AREA_SIZE
-PLATFORM_AREA_GAP = 64 * layout.KiB   # left free at the very top of the address space
-
 # The register's bits (devices/ged.py), which ESCN tests in this order.
 _CPU, _MEMORY, _PCI, _POWER = 0x1, 0x2, 0x4, 0x8
-
-
-def platform_area(phys_bits: int) -> tuple[int, int]:
-    """(start, size) of the platform MMIO area, where the GED and hotplug registers go:
-    [2**phys_bits - 64 KiB - 1 MiB, 2**phys_bits - 64 KiB) (§3h). cloud-hypervisor
-    allocates in it top-down, page-aligned: memory hotplug, PCI hotplug, CPU hotplug, GED."""
-    if not 32 <= phys_bits <= 52:
-        raise AcpiError(f"platform_area: phys_bits={phys_bits} is not 32-52")
-    end = (1 << phys_bits) - PLATFORM_AREA_GAP
-    return end - PLATFORM_AREA_SIZE, PLATFORM_AREA_SIZE
 
 
 def _on_bit(bit: int, *action: Aml) -> list[Aml]:

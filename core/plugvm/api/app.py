@@ -25,7 +25,9 @@ log = structlog.get_logger(__name__)
 PREFIX = "/api/v1/"
 MAX_BODY = 4 << 20            # HTTP_PAYLOAD_MAX_SIZE
 STATUS = {"VmNotCreated": 404, "NoDeviceToRemove": 404, "UnknownDeviceId": 404, "IdentifierNotUnique": 409,
-          "InvalidConfig": 400, "VcpuPendingRemovedVcpu": 429}
+          "InvalidConfig": 400, "VcpuPendingRemovedVcpu": 429, "DeviceAdd": 400, "HotplugNotAllowed": 400,
+          "RemovalNotAllowed": 400, "RemovalPending": 409}
+MAX_WAIT = 300.0              # seconds a `Prefer: wait` may hold a request
 
 
 class ApiError(Exception):
@@ -35,41 +37,65 @@ class ApiError(Exception):
         self.chain = list(chain)
 
 
+class Reply:
+    """A handler's answer beyond a JSON body: the status and extra headers."""
+
+    def __init__(self, status: int, body=None, headers: dict | None = None):
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def prefer_wait(header: str | None) -> float | None:
+    """The seconds of an RFC 7240 `Prefer: wait=N` (None without one). Other preferences
+    are ignored, as the RFC asks; a wait past MAX_WAIT is cut to it."""
+    if not header:
+        return None
+    for preference in header.split(","):
+        token, _, value = preference.split(";")[0].strip().partition("=")
+        if token.strip().lower() == "wait":
+            value = value.strip().strip('"')
+            if not value.isdigit():
+                raise ApiError(400, "Error from API", f"Prefer: wait={value!r} is not a number of seconds")
+            return min(float(value), MAX_WAIT)
+    return None
+
+
 class Api:
-    """Routes a request to the Vmm. Each route: (method, needs a body, handler(body) → JSON or None)."""
+    """Routes a request to the Vmm. Each route: (method, needs a body, handler(body, request)
+    → a JSON body, None (204) or a Reply)."""
 
     def __init__(self, vmm):
         self.vmm = vmm
         self.routes = {
-            "vmm.ping": ("GET", False, lambda body: vmm.ping()),
-            "vmm.shutdown": ("PUT", False, lambda body: vmm.shutdown_vmm()),
+            "vmm.ping": ("GET", False, lambda body, req: vmm.ping()),
+            "vmm.shutdown": ("PUT", False, lambda body, req: vmm.shutdown_vmm()),
             "vm.create": ("PUT", True, self._create),
-            "vm.boot": ("PUT", False, lambda body: vmm.boot()),
-            "vm.delete": ("PUT", False, lambda body: vmm.delete()),
-            "vm.shutdown": ("PUT", False, lambda body: vmm.shutdown()),
-            "vm.reboot": ("PUT", False, lambda body: vmm.reboot()),
-            "vm.pause": ("PUT", False, lambda body: vmm.pause()),
-            "vm.resume": ("PUT", False, lambda body: vmm.resume()),
-            "vm.power-button": ("PUT", False, lambda body: vmm.power_button()),
-            "vm.info": ("GET", False, lambda body: vmm.info()),
-            "vm.counters": ("GET", False, lambda body: vmm.counters()),
+            "vm.boot": ("PUT", False, lambda body, req: vmm.boot()),
+            "vm.delete": ("PUT", False, lambda body, req: vmm.delete()),
+            "vm.shutdown": ("PUT", False, lambda body, req: vmm.shutdown()),
+            "vm.reboot": ("PUT", False, lambda body, req: vmm.reboot()),
+            "vm.pause": ("PUT", False, lambda body, req: vmm.pause()),
+            "vm.resume": ("PUT", False, lambda body, req: vmm.resume()),
+            "vm.power-button": ("PUT", False, lambda body, req: vmm.power_button()),
+            "vm.info": ("GET", False, lambda body, req: vmm.info()),
+            "vm.counters": ("GET", False, lambda body, req: vmm.counters()),
             "vm.resize": ("PUT", True, self._resize),
+            "vm.remove-device": ("PUT", True, self._remove_device),
         }
         self.device_verbs = {}
         for device_type in vmm.registry.ordered():
             if device_type.api_verb:
                 verb = device_type.api_verb
                 self.device_verbs[verb] = device_type
-                self.routes[verb] = ("PUT", True, lambda body, t=device_type: self._add_device(t, body))
+                self.routes[verb] = ("PUT", True, lambda body, req, t=device_type: self._add_device(t, body, req))
 
-    def _create(self, body):
+    def _create(self, body, req):
         try:
             config = VmConfig.from_json(body, self.vmm.registry)
         except ConfigError as e:
             raise ApiError(400, "Error from API", "The VM could not be created", str(e)) from e
         self.vmm.create(config)
 
-    def _resize(self, body):
+    def _resize(self, body, req):
         where = Where("VmResize", json=True)
         try:
             j = JsonObject(body, where)
@@ -80,13 +106,39 @@ class Api:
             raise ApiError(400, "Error from API", "The VM could not be resized", str(e)) from e
         self.vmm.resize(*values)
 
-    def _add_device(self, device_type, body):
+    def _add_device(self, device_type, body, req):
+        wait = prefer_wait(req.get_header("Prefer"))
         try:
             config = device_type.from_json(body)
         except ConfigError as e:
             raise ApiError(400, "Error from API", "The device could not be added", str(e)) from e
-        result = self.vmm.add_device(device_type, config)
-        return None if result is None else result
+        outcome = self.vmm.add_device(device_type, config, wait)
+        if outcome.body is None:
+            return None                         # a cold add
+        return self._waited(outcome, wait, 200, outcome.body)
+
+    def _remove_device(self, body, req):
+        wait = prefer_wait(req.get_header("Prefer"))
+        try:
+            j = JsonObject(body, Where("VmRemoveDevice", json=True))
+            device_id = j.string("id")
+            j.close()
+        except ConfigError as e:
+            raise ApiError(400, "Error from API", "The device could not be removed", str(e)) from e
+        outcome = self.vmm.remove_device(device_id, wait)
+        return self._waited(outcome, wait, 204, None, device_id)
+
+    @staticmethod
+    def _waited(outcome, wait, status, body, removed=None):
+        """Without a wait, cloud-hypervisor's answer. With one: the same answer, saying the
+        preference was applied, once the guest finished; 202 with what is still pending
+        when the time ran out."""
+        if outcome.done is None:
+            return Reply(status, body)
+        if outcome.done:
+            return Reply(status, body, {"Preference-Applied": f"wait={wait:g}"})
+        pending = body if removed is None else {"id": removed, "pending_removal": True}
+        return Reply(202, pending, {"Preference-Applied": f"wait={wait:g}"})
 
     # --- Falcon --------------------------------------------------------------------------
 
@@ -102,11 +154,13 @@ class Api:
             log.exception("API request failed", path=req.path)
             self._error(resp, 500, ["Error from API", f"Internal error: {e}"])
         else:
-            if result is None:
-                resp.status = falcon.HTTP_204
-            else:
-                resp.status = falcon.HTTP_200
-                resp.data = json.dumps(result).encode()
+            if not isinstance(result, Reply):
+                result = Reply(204 if result is None else 200, result)
+            resp.status = result.status
+            for name, value in result.headers.items():
+                resp.set_header(name, value)
+            if result.body is not None:
+                resp.data = json.dumps(result.body).encode()
                 resp.content_type = "application/json"
         log.info("api request", method=req.method, path=req.path, status=int(resp.status.split()[0])
                  if isinstance(resp.status, str) else resp.status, ms=round((time.monotonic() - start) * 1e3, 1))
@@ -136,7 +190,7 @@ class Api:
             raise ApiError(400, "Error from API", f"{verb} takes no body")
         else:
             body = None
-        return handler(body)
+        return handler(body, req)
 
     @staticmethod
     def _body(req: falcon.Request) -> bytes:

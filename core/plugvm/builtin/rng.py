@@ -97,5 +97,5 @@ class Rng(VirtioDevice):
 def plugvm_device_types() -> list[DeviceType]:
     return [DeviceType(name="rng", kind="virtio", cli_option="--rng", config_key="rng", multiple=False,
                        parse=parse, from_json=from_json, create=lambda config, env: Rng(config),
-                       fixed_id="__rng", order=30, default=RngConfig,
+                       fixed_id="__rng", order=30, default=RngConfig, removable=False,
                        help="virtio-rng fed from src (default /dev/urandom)")]

@@ -64,6 +64,10 @@ class VirtioPciDevice:
         self.isr = 0
         self.active = False
         self.broken = False
+        self.closed = False
+        # Set while the driver has the device running (DRIVER_OK accepted): what a
+        # hotplug request with `Prefer: wait` waits for.
+        self.driver_ok = threading.Event()
         self.queues: list[SplitQueue | None] = []
         self._watched: set[int] = set()
         # Serialises vCPU threads' register accesses. The I/O thread never takes it: a vCPU
@@ -95,6 +99,9 @@ class VirtioPciDevice:
     def read(self, offset: int, data: memoryview) -> None:
         size = len(data)
         with self._lock:
+            if self.closed:             # a vCPU that found it on the bus just before an eject
+                data[:] = b"\xff" * size
+                return
             if COMMON <= offset < COMMON + cc.SIZE:
                 value = self.common.read(offset - COMMON, size)
                 if offset - COMMON == 0x14:       # device_status
@@ -119,6 +126,8 @@ class VirtioPciDevice:
     def write(self, offset: int, data: memoryview) -> None:
         size = len(data)
         with self._lock:
+            if self.closed:
+                return
             if COMMON <= offset < COMMON + cc.SIZE:
                 value = cc.unpack(data)
                 what = self.common.write(offset - COMMON, size, value)
@@ -172,6 +181,7 @@ class VirtioPciDevice:
             self._needs_reset(e)
             return
         self.active = True
+        self.driver_ok.set()
         log.info("virtio device active", id=self.id, features=hex(features))
 
     def _reset(self) -> None:
@@ -179,6 +189,7 @@ class VirtioPciDevice:
             self.io.call(self._device_reset)
         self.active = False
         self.broken = False
+        self.driver_ok.clear()
         self._close_queues()
         self.isr = 0
         self.common.reset()
@@ -200,6 +211,7 @@ class VirtioPciDevice:
         log.warning("virtio device needs reset", id=self.id, error=str(error))
         self.broken = True
         self.active = False
+        self.driver_ok.clear()
         self.common.status |= cc.DEVICE_NEEDS_RESET
         self.interrupt_config()
 
@@ -241,18 +253,27 @@ class VirtioPciDevice:
     # --- MSI-X ------------------------------------------------------------------------------
 
     def _msix_changed(self, index: int, entry) -> None:
+        if self.closed:                 # the vectors are released
+            return
         if entry is None:
             self.router.unroute(self.vectors[index])
         else:
             self.router.route(self.vectors[index], entry.address, entry.data)
 
     def _raise_vector(self, index: int) -> None:
-        self.vectors[index].signal()
+        if not self.closed:
+            self.vectors[index].signal()
 
     # --- teardown ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the device and release everything: the VM is ending or the device is removed."""
+        """Stop the device and release everything: the VM is ending or the device is removed.
+        Safe against vCPUs still reaching the registers: they find it closed."""
+        with self._lock:                # waits for a vCPU in the middle of an access
+            if self.closed:
+                return
+            self.closed = True
+        self.driver_ok.clear()
         try:
             if self.active or self.broken:
                 self.io.call(self._device_reset)
