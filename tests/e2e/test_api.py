@@ -2,36 +2,15 @@
 syntax) and with curl, a client nobody here wrote."""
 
 import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from api_clients import curl, remote
 
 from plugvm.testing.guest import Guest
-from plugvm.testing.openapi import ResponseValidator
 
 pytestmark = pytest.mark.lab
-BIN = Path(sys.executable).parent
-VALIDATOR = ResponseValidator()      # every curl response is checked against ch's OpenAPI spec
-
-
-def remote(socket, *args, stdin=None):
-    return subprocess.run([BIN / "plugvm-remote", "--api-socket", str(socket), *args], capture_output=True,
-                          text=True, timeout=120, input=stdin)
-
-
-def curl(socket, method, verb, data=None):
-    """(status, body) from curl --unix-socket, validated against the OpenAPI spec."""
-    out = subprocess.run(["curl", "-sS", "--unix-socket", str(socket), "-X", method,
-                          "-w", "\n%{http_code} %{content_type}", f"http://localhost/api/v1/{verb}",
-                          *(["--data-binary", data] if data is not None else [])],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    body, _, trailer = out.rpartition("\n")
-    status, _, content_type = trailer.partition(" ")
-    VALIDATOR.validate(method, f"/api/v1/{verb}", int(status), body, content_type or None)
-    return int(status), body
 
 
 def uptime(guest) -> float:

@@ -1,0 +1,176 @@
+"""PCI hotplug on the Debian guest, in the lab: cloud-hypervisor's test_disk_hotplug and
+test_net_hotplug sequences (notes §4) through plugvm-remote and curl, hotplug a client
+waits for (`Prefer: wait`), and 100 add/remove cycles that must leak nothing."""
+
+import hashlib
+import json
+import os
+import socket
+import threading
+
+import pytest
+from api_clients import curl, remote
+
+pytestmark = pytest.mark.lab
+MiB = 1 << 20
+PATTERN = b"plugvm-hotplugged-disk-pattern!!" * 16      # 512 bytes at 1 MiB
+
+
+def image(path, size_mib, pattern=b""):
+    with open(path, "wb") as f:
+        f.truncate(size_mib * MiB)
+        f.seek(MiB)
+        f.write(pattern)
+    return path
+
+
+def until(guest, test, seconds=10):
+    """Run `test` in the guest every 0.1 s until it holds or `seconds` pass; its status."""
+    loops = int(seconds * 10)
+    return guest.console.run_status(f"i=0; until {test}; do i=$((i+1)); [ $i -ge {loops} ] && break; sleep 0.1; "
+                                    f"done; {test}", timeout=seconds + 30)[0]
+
+
+def reboot(guest):
+    guest.console.send("reboot -f\n")
+    guest.wait_ready(300)
+
+
+def test_disk_hotplug_as_cloud_hypervisor_tests_it(launch_guest, tmp_path):
+    api = tmp_path / "api.sock"
+    boot_disks = [image(tmp_path / f"boot{i}.img", 8) for i in range(2)]
+    hot = image(tmp_path / "blk.img", 16, PATTERN)
+    guest = launch_guest("plugvm", cpus=1, memory="512M", extra=[
+        "--api-socket", str(api), "--disk", *[f"path={d}" for d in boot_disks]])
+    run = guest.console.run
+    # Boot devices: disks at 00:01.0 and 00:02.0, rng at 00:03.0; the first free slot is 4.
+    expected = {"id": "test0", "bdf": "0000:00:04.0"}
+    assert run("ls /sys/block | grep -c vd") == "2"
+
+    added = remote(api, "add-disk", f"path={hot},id=test0,readonly=true,image_type=raw")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout) == expected
+    assert until(guest, "[ -e /sys/block/vdc ]") == 0
+    assert run("cat /sys/block/vdc/size /sys/block/vdc/ro") == f"{16 * MiB // 512}\n1"
+    assert run("dd if=/dev/vdc bs=512 skip=2048 count=1 2>/dev/null | md5sum | cut -c1-32") == \
+        hashlib.md5(PATTERN).hexdigest()
+    info = json.loads(remote(api, "info").stdout)
+    assert info["device_tree"]["_virtio-pci-test0"]["pci_bdf"] == expected["bdf"]
+    assert info["config"]["disks"][-1]["id"] == "test0"
+
+    # A second add of the same id, while it is there: 409, and nothing changes.
+    status, body = curl(api, "PUT", "vm.add-disk", json.dumps({"path": str(hot), "id": "test0"}))
+    assert status == 409 and "test0" in body
+
+    assert remote(api, "remove-device", "test0").returncode == 0
+    assert until(guest, "[ ! -e /sys/block/vdc ]") == 0
+    # Once ejected the slot is free: the same id comes back at the same BDF (curl this time).
+    status, body = 0, ""
+    for _ in range(100):            # the guest's eject follows the removal of its driver
+        status, body = curl(api, "PUT", "vm.add-disk", json.dumps({"path": str(hot), "id": "test0",
+                                                                   "readonly": True}))
+        if status != 409:
+            break
+        guest.console.run("sleep 0.1")
+    assert (status, json.loads(body)) == (200, expected)
+    assert until(guest, "[ -e /sys/block/vdc ]") == 0
+
+    # A guest reboot keeps it, at the same BDF.
+    reboot(guest)
+    assert run("cat /sys/block/vdc/size") == str(16 * MiB // 512)
+    assert run("basename $(dirname $(readlink -f /sys/block/vdc/device))") == expected["bdf"]
+    assert remote(api, "remove-device", "test0").returncode == 0
+    assert until(guest, "[ ! -e /sys/block/vdc ]", 20) == 0
+    reboot(guest)
+    assert run("ls /sys/block | grep -c vd") == "2"
+    assert "test0" not in json.dumps(json.loads(remote(api, "info").stdout)["config"])
+    assert guest.poweroff() == 0
+
+
+def test_net_hotplug_carries_traffic_and_survives_reboot(launch_guest, tmp_path):
+    api = tmp_path / "api.sock"
+    guest = launch_guest("plugvm", cpus=1, memory="512M", extra=[
+        "--api-socket", str(api), "--net", "tap=plugvmboot0,ip=192.168.247.1,mask=255.255.255.0"])
+    run, status = guest.console.run, (lambda cmd: guest.console.run_status(cmd)[0])
+    host_ip, guest_ip = "192.168.248.1", "192.168.248.2"
+    links = "ip -o link | wc -l"
+    assert run(links) == "2"
+    net = f"tap=plugvmhot0,mac=52:54:00:aa:bb:01,ip={host_ip},mask=255.255.255.128"
+    added = remote(api, "add-net", f"id=test0,{net}")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout) == {"id": "test0", "bdf": "0000:00:03.0"}
+    assert until(guest, f"[ $({links}) -eq 3 ]") == 0
+
+    def traffic():
+        dev = run("grep -l 52:54:00:aa:bb:01 /sys/class/net/*/address | cut -d/ -f5")
+        assert status(f"ip addr add {guest_ip}/25 dev {dev} && ip link set {dev} up") == 0
+        assert status(f"ping -c 2 -W 5 {host_ip} >/dev/null") == 0
+        # TCP from the host to the guest through the new interface.
+        guest.console.send("nc -l -p 7777 </dev/null >/tmp/got &\n")
+        guest.console.wait_for("guest# ", 10)
+        for _ in range(40):
+            try:
+                with socket.create_connection((guest_ip, 7777), timeout=5) as c:
+                    c.sendall(b"through the hot-added nic\n")
+                break
+            except OSError:
+                threading.Event().wait(0.25)
+        assert run("sleep 0.5; cat /tmp/got") == "through the hot-added nic"
+
+    traffic()
+    assert remote(api, "remove-device", "test0").returncode == 0
+    assert until(guest, f"[ $({links}) -eq 2 ]") == 0
+    added = remote(api, "--wait", "30", "add-net", f"id=test1,{net}")
+    assert added.returncode == 0, added.stderr
+    assert until(guest, f"[ $({links}) -eq 3 ]") == 0
+    reboot(guest)
+    assert run(links) == "3"
+    traffic()
+    assert guest.poweroff() == 0
+
+
+def test_prefer_wait_answers_once_the_guest_is_done(launch_guest, tmp_path):
+    api = tmp_path / "api.sock"
+    disk = image(tmp_path / "blk.img", 16, PATTERN)
+    guest = launch_guest("plugvm", cpus=1, memory="512M", extra=["--api-socket", str(api)])
+    run = guest.console.run
+    added = remote(api, "--wait", "10", "add-disk", f"path={disk},id=waited")
+    assert added.returncode == 0, added.stderr
+    # No polling: the answer came once the driver had the device.
+    assert run("[ -e /sys/block/vda ] && echo present") == "present"
+    status, body = curl(api, "PUT", "vm.remove-device", json.dumps({"id": "waited"}), headers=["Prefer: wait=10"])
+    assert (status, body) == (204, "")
+    assert run("[ -e /sys/block/vda ] || echo gone") == "gone"
+    assert "waited" not in json.loads(remote(api, "info").stdout)["device_tree"]
+    assert guest.poweroff() == 0
+
+
+def _vmm_resources(pid):
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return fds, threads, rss
+
+
+def test_a_hundred_add_remove_cycles_leak_nothing(launch_guest, tmp_path):
+    api = tmp_path / "api.sock"
+    disk = image(tmp_path / "blk.img", 8)
+    guest = launch_guest("plugvm", cpus=1, memory="512M", extra=["--api-socket", str(api)])
+    pid = guest.process.pid
+    after_first = None
+    for cycle in range(100):
+        status, body = curl(api, "PUT", "vm.add-disk", json.dumps({"path": str(disk), "id": "cycled"}),
+                            headers=["Prefer: wait=20"])
+        assert (status, json.loads(body)) == (200, {"id": "cycled", "bdf": "0000:00:02.0"}), cycle
+        status, body = curl(api, "PUT", "vm.remove-device", json.dumps({"id": "cycled"}),
+                            headers=["Prefer: wait=20"])
+        assert status == 204, (cycle, body)
+        if cycle == 0:
+            after_first = _vmm_resources(pid)
+    fds, threads, rss = _vmm_resources(pid)
+    print(f"after 1 cycle: {after_first}; after 100: {(fds, threads, rss)} (fds, threads, RSS KiB)")
+    assert (fds, threads) == after_first[:2]
+    assert rss - after_first[2] <= 1024
+    assert guest.console.run("echo alive") == "alive"
+    assert guest.poweroff() == 0
