@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from plugvm.errors import PlugvmError
-from plugvm.pci.segment import PciSegment
+from plugvm.pci.segment import PciSegment, SlotError
 from plugvm.virtio.pci_transport import BAR0_SIZE, VirtioPciDevice
 
 log = structlog.get_logger(__name__)
@@ -124,7 +124,10 @@ class DeviceManager:
             if device_id in self.devices:
                 raise DeviceError(f"{device_type.cli_option}: a device with id {device_id!r} already exists")
             explicit = getattr(config, "pci_device_id", None)
-            slot = explicit if (explicit is not None and reserved) else self.segment.allocate_slot(explicit)
+            try:
+                slot = explicit if (explicit is not None and reserved) else self.segment.allocate_slot(explicit)
+            except SlotError as e:
+                raise DeviceError(f"pci_device_id={explicit}: {e}" if explicit is not None else str(e)) from e
             bar = window = None
             device = transport = None
             try:

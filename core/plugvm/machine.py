@@ -127,7 +127,7 @@ class Machine:
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
         # The GED and the hotplug registers go in the platform area, which cloud-hypervisor
         # fills top-down; only the AML says where they are.
-        platform = layout.platform_devices(cpuid.phys_bits(supported_cpuid))
+        self.platform = platform = layout.platform_devices(cpuid.phys_bits(supported_cpuid))
         self.pci_hotplug = PciHotplugController(1, self._eject)
         self.mmio.insert(platform["pci_hotplug"], PCI_HOTPLUG_SIZE, self.pci_hotplug)
         pci_aml = acpi.pci_segment_aml(0, layout.PCI_MMCONFIG_START,
