@@ -590,3 +590,20 @@ def test_a_kernel_path_the_host_cannot_take_is_one_line(tmp_path):
         with pytest.raises(ConfigError, match=why) as info:
             parse_cli(["--kernel", path])
         assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_the_hotplug_guides_command_lines_parse_as_written(kernel, tmp_path):
+    # ../shared/reference/hotplug-guide.zh.md: cloud-hypervisor's docs/hotplug.md, option for option.
+    disk = tmp_path / "focal-server-cloudimg-amd64.raw"
+    disk.write_bytes(bytes(512))
+    common = ["--kernel", str(kernel), "--cmdline", "console=ttyS0 console=hvc0 root=/dev/vda1 rw",
+              "--disk", f"path={disk}"]
+    tail = ["--net", "tap=,mac=,ip=,mask=", "--rng", "--api-socket=/tmp/ch-socket"]
+    for memory in ("size=1024M", "size=1024M,hotplug_size=8192M"):
+        cli = parse_cli([*common, "--cpus", "boot=4,max=8", "--memory", memory, *tail])
+        assert cli.api_socket.path == Path("/tmp/ch-socket")
+        assert (cli.vm.cpus.boot_vcpus, cli.vm.cpus.max_vcpus, cli.vm.memory.size) == (4, 8, 1024 * M)
+        net, = cli.vm.devices["net"]
+        assert net.tap is None and net.ip is None and net.mac      # a vmtapN, a random MAC, as ch
+        assert cli.vm.devices["rng"].src == Path("/dev/urandom")  # a bare --rng: the defaults
+    assert parse_cli([*common, "--rng", "src=/dev/random"]).vm.devices["rng"].src == Path("/dev/random")

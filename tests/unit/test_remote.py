@@ -339,3 +339,25 @@ def test_huge_or_impossible_fd_and_cpu_lists_fail_fast(api, capsys, command, con
     err = capsys.readouterr().err
     assert err.startswith("Error: plugvm-remote exited with the following chain of errors:\n  0: Error parsing ")
     assert api.requests == []
+
+
+def test_wait_sends_prefer_wait_on_hotplug_verbs_only(api, capsys):
+    api.replies[("PUT", "/api/v1/vm.add-disk")] = (200, '{"id":"_disk0","bdf":"0000:00:02.0"}')
+    assert run(api, "--wait", "10", "add-disk", "path=/img/d.raw") == 0
+    assert api.requests[-1]["headers"]["Prefer"] == "wait=10"
+    assert capsys.readouterr().out == '{"id":"_disk0","bdf":"0000:00:02.0"}\n'
+    assert run(api, "--wait", "10", "remove-device", "_disk0") == 0
+    assert api.requests[-1]["headers"]["Prefer"] == "wait=10"
+    assert run(api, "--wait", "10", "info") == 0
+    assert "Prefer" not in api.requests[-1]["headers"]
+    assert run(api, "add-disk", "path=/img/d.raw") == 0
+    assert "Prefer" not in api.requests[-1]["headers"]          # without --wait: exactly ch-remote
+
+
+def test_a_wait_that_runs_out_exits_1_saying_what_is_pending(api, capsys):
+    api.replies[("PUT", "/api/v1/vm.remove-device")] = (202, '{"id":"_disk0","pending_removal":true}')
+    assert run(api, "--wait", "3", "remove-device", "_disk0") == 1
+    err = capsys.readouterr().err
+    assert "has not ejected the device within 3 s" in err and "pending_removal" in err
+    assert run(api, "--wait", "1.5", "remove-device", "_disk0") == 1
+    assert "whole number" in capsys.readouterr().err

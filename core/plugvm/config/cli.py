@@ -73,7 +73,10 @@ def _parser(registry) -> _Parser:
             p.add_argument(t.cli_option, action="extend", nargs="+", default=None, metavar="CONFIG",
                            dest=_device_dest(t), help=f"{t.help} [plugin {t.distribution or t.name}]")
         else:
-            p.add_argument(t.cli_option, **once, metavar="CONFIG", dest=_device_dest(t),
+            # A device that exists by default (rng) may be named bare: `--rng`, as in the
+            # hotplug guide's command lines, means its defaults.
+            bare = {"nargs": "?", "const": ""} if t.default is not None else {}
+            p.add_argument(t.cli_option, **once, **bare, metavar="CONFIG", dest=_device_dest(t),
                            help=f"{t.help} [plugin {t.distribution or t.name}]")
     p.add_argument("--list-plugins", action="store_true", help="list the installed device plugins and exit")
     p.add_argument("--api-socket", **once, metavar="path=PATH|fd=N|PATH", help="HTTP API on a UNIX socket")
