@@ -173,7 +173,6 @@ class DeviceManager:
                 raise RemovalNotAllowedError(f"{device_id} is a built-in {attached.type.name} device and cannot be "
                                              f"removed")
             attached.removing = True
-            log.info("device removal requested", id=device_id, bdf=self._bdf(attached.slot))
             return attached
 
     def eject(self, slot: int) -> None:

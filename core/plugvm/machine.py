@@ -181,6 +181,7 @@ class Machine:
         attached = self.devices.request_removal(device_id)
         self.pci_hotplug.removing(0, attached.slot)
         self.ged.notify(PCI_DEVICES_CHANGED)
+        log.info("device removal requested", id=device_id, slot=attached.slot)     # after: the guest is told first
         return attached
 
     def _eject(self, segment: int, slot: int) -> None:
