@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from plugvm.errors import PlugvmError
+from plugvm.bus import BusError
+from plugvm.pci.allocator import AllocationError
 from plugvm.pci.segment import PciSegment, SlotError
 from plugvm.virtio.pci_transport import BAR0_SIZE, VirtioPciDevice
 
@@ -151,10 +153,45 @@ class DeviceManager:
                     window.free(bar)
                 self.segment.free_slot(slot)
                 raise
-            self.devices[device_id] = Attached(device_id, device_type, slot, transport, bar, window)
+            self.devices[device_id] = attached = Attached(device_id, device_type, slot, transport, bar, window)
+            transport.config.on_bar_moved = lambda index, old, new: self._bar_moved(attached, new)
         info = PciDeviceInfo(device_id, self._bdf(slot))
         log.info("device added", id=device_id, bdf=info.bdf, type=device_type.name)
         return info
+
+    def _bar_moved(self, attached: Attached, new: int) -> None:
+        """The guest reprogrammed BAR0 (on its vCPU thread; Linux re-assigns hot-added
+        devices' BARs in its own order): move the bus range, the allocation and the
+        notify addresses there. A place outside the windows, or on another device's
+        BAR, is refused: the device keeps decoding where it was, so a hostile guest
+        breaks only its own device."""
+        with self._lock:
+            if self.devices.get(attached.id) is not attached or new == attached.bar:
+                return
+            window = next((w for w in (self.segment.mem32, self.segment.mem64)
+                           if w.base <= new and new + BAR0_SIZE <= w.end), None)
+            try:
+                if window is None:
+                    raise AllocationError(f"{new:#x} is outside the PCI windows")
+                window.allocate(BAR0_SIZE, BAR0_SIZE, at=new)
+            except AllocationError as e:
+                log.warning("guest moved a BAR where it cannot go; it stays where it was", id=attached.id,
+                            to=hex(new), error=str(e))
+                return
+            old, old_window = attached.bar, attached.window
+            self.mmio.remove(old)
+            try:
+                self.mmio.insert(new, BAR0_SIZE, attached.transport)
+            except BusError as e:
+                self.mmio.insert(old, BAR0_SIZE, attached.transport)
+                window.free(new)
+                log.warning("guest moved a BAR onto another range; it stays where it was", id=attached.id,
+                            to=hex(new), error=str(e))
+                return
+            attached.transport.move_bar(new)
+            old_window.free(old)
+            attached.bar, attached.window = new, window
+        log.info("BAR moved", id=attached.id, old=hex(old), new=hex(new))
 
     def info(self, device_id: str) -> PciDeviceInfo:
         return PciDeviceInfo(device_id, self._bdf(self.devices[device_id].slot))

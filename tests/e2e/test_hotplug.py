@@ -174,3 +174,31 @@ def test_a_hundred_add_remove_cycles_leak_nothing(launch_guest, tmp_path):
     assert rss - after_first[2] <= 1024
     assert guest.console.run("echo alive") == "alive"
     assert guest.poweroff() == 0
+
+
+def test_the_hotplug_guides_command_lines_run_as_written(launch_guest, tmp_path):
+    # ../shared/reference/hotplug-guide.zh.md (cloud-hypervisor's docs/hotplug.md): its
+    # options, its ch-remote lines for disks, nets and removal; the kernel and its
+    # command line are the test guest's, the console the serial port the test drives.
+    api = f"{tmp_path}/ch-socket"
+    root = image(tmp_path / "focal-server-cloudimg-amd64.raw", 8)
+    extra = image(tmp_path / "cloud.img", 16, PATTERN)
+    guest = launch_guest("plugvm", cpus="boot=4,max=8", memory="1024M", extra=[
+        "--disk", f"path={root}", "--net", "tap=,mac=,ip=,mask=", "--rng", f"--api-socket={api}"])
+    run = guest.console.run
+    assert run("grep -c ^processor /proc/cpuinfo") == "4"
+
+    def ch_remote(*args):
+        done = remote(api, *args)       # remote() passes --api-socket PATH; the guide writes --api-socket=PATH
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert json.loads(ch_remote("add-disk", f"path={extra}"))["bdf"] == "0000:00:04.0"
+    assert until(guest, "[ -e /sys/block/vdb ]") == 0
+    assert json.loads(ch_remote("add-net", "tap=chtap0"))["bdf"] == "0000:00:05.0"
+    assert until(guest, "[ -e /sys/class/net/eth1 ]") == 0, run("ls /sys/class/net; dmesg | tail -20")
+    assert os.path.exists("/sys/class/net/chtap0")
+    ch_remote("remove-device", "_disk0")
+    assert until(guest, "[ ! -e /sys/block/vda ]") == 0
+    assert run("cat /sys/block/vdb/size") == str(16 * MiB // 512)
+    assert guest.poweroff() == 0

@@ -296,3 +296,52 @@ def test_when_all_31_slots_are_taken_the_next_add_is_refused(running, tmp_path):
     refused = running.put("vm.add-disk", {"path": image, "readonly": True})
     assert refused.status_code == 400 and "slots" in errors(refused)[-1]
     assert resources(pid) == before
+
+
+def test_a_hot_add_that_fails_tells_the_guest_nothing_and_leaves_nothing(machine):
+    def broken(config, env):
+        raise OSError("the backend is gone")
+    before_threads, before_fds, before = threads(), fds(), dict(machine.devices.devices)
+    scan(machine)
+    with pytest.raises(OSError):
+        machine.add_device(DeviceType(**{**FROB.__dict__, "create": broken}), FrobConfig(id="broken"))
+    assert scan(machine) == (0, 0, 0)
+    assert machine.devices.devices == before and 3 not in machine.segment.devices
+    assert threads() == before_threads and fds() == before_fds
+    assert machine.add_device(FROB, FrobConfig(id="next")).bdf == "0000:00:03.0"
+
+
+def _program_bar(transport, addr):
+    """What Linux does: decode off, size BAR0 (64-bit: two registers), write the new address, decode on."""
+    config = transport.config
+
+    def wr(offset, size, value):
+        config.write(offset, memoryview(bytearray(value.to_bytes(size, "little"))))
+    wr(0x04, 2, 0)
+    wr(0x10, 4, 0xFFFF_FFFF)
+    wr(0x14, 4, 0xFFFF_FFFF)
+    wr(0x10, 4, addr & 0xFFFF_FFFF)
+    wr(0x14, 4, addr >> 32)
+    wr(0x04, 2, 0x6)
+
+
+def test_a_bar_the_guest_moves_takes_its_bus_range_and_notify_addresses_along(machine):
+    machine.add_device(FROB, FrobConfig(id="hot"))
+    attached = machine.devices.devices["hot"]
+    old, new = attached.bar, attached.bar + (1 << 20)
+    _program_bar(attached.transport, new)
+    assert attached.bar == new and attached.transport.bar_addr == new
+    assert machine.mmio.find(old, 4) is None and machine.mmio.find(new, 4)[0] is attached.transport
+    assert machine.devices.device_tree()["_virtio-pci-hot"]["resources"][0]["PciBar"]["base"] == new
+    assert machine.segment.mem64.allocations().count((new, 512 << 10)) == 1
+    assert (old, 512 << 10) not in machine.segment.mem64.allocations()
+    # Onto another device's BAR, or outside the windows: refused, the device stays.
+    other = machine.devices.devices["_frob0"].bar
+    for hostile in (other, 0xFEC0_0000):
+        _program_bar(attached.transport, hostile)
+        assert attached.bar == new and machine.mmio.find(new, 4)[0] is attached.transport
+    assert machine.mmio.find(other, 4)[0] is machine.devices.devices["_frob0"].transport
+    # The eject releases it from where it went.
+    machine.request_removal("hot")
+    eject(machine, 1 << 3)
+    assert machine.mmio.find(new, 4) is None and (new, 512 << 10) not in machine.segment.mem64.allocations()

@@ -264,6 +264,20 @@ class VirtioPciDevice:
         if not self.closed:
             self.vectors[index].signal()
 
+    # --- BAR0 relocation ----------------------------------------------------------------------
+
+    def move_bar(self, new_addr: int) -> None:
+        """BAR0 now decodes at new_addr (the guest reprogrammed it; the caller moved the
+        bus range): the queue notify addresses follow it, on the same eventfds, so the
+        I/O thread sees nothing change."""
+        with self._lock:
+            if self.closed:
+                return
+            old_addr, self.bar_addr = self.bar_addr, new_addr
+            for index, fd in enumerate(self.notify_fds):
+                self.vm.ioeventfd(fd, old_addr + NOTIFY + index * NOTIFY_MULTIPLIER, 2, pio=False, deassign=True)
+                self.vm.ioeventfd(fd, new_addr + NOTIFY + index * NOTIFY_MULTIPLIER, 2, pio=False)
+
     # --- teardown ---------------------------------------------------------------------------
 
     def close(self) -> None:
