@@ -3,9 +3,10 @@
 `make demo` runs this in the lab (or directly on a hardware-KVM host), with plugvm
 as the VMM: two vCPUs booted of four possible, 512 MiB, the console on the serial
 port, a virtio-blk disk the host wrote a greeting on, a virtio-net tap, and
-virtio-rng; then the REST API through plugvm-remote (ping, info, pause, resume), a
-guest reboot, and the ACPI power button, which the guest answers by powering off:
-plugvm ends with status 0.
+virtio-rng; then the REST API through plugvm-remote (ping, info, pause, resume),
+PCI hotplug (a second disk hot-added with --wait, read in the guest, kept across a
+guest reboot, then removed), and the ACPI power button, which the guest answers by
+powering off: plugvm ends with status 0.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ SESSION = [
 def main() -> int:
     image = GuestImage.load()
     folder = Path(tempfile.mkdtemp(prefix="plugvm-demo-"))
-    disk = folder / "disk.img"
-    with open(disk, "wb") as f:
-        f.truncate(64 << 20)
-        f.seek(1 << 20)
-        f.write(b"Hello from the host, through virtio-blk and plugvm-virtio-blk.")
+    disk, hot = folder / "disk.img", folder / "hot.img"
+    for path, text in ((disk, b"Hello from the host, through virtio-blk and plugvm-virtio-blk."),
+                       (hot, b"Hot-added while the guest ran, through PCI hotplug and the GED.")):
+        with open(path, "wb") as f:
+            f.truncate(64 << 20)
+            f.seek(1 << 20)
+            f.write(text)
     # The socket cannot live in a 9p-shared folder (the lab's): it goes in a local one.
     socket = Path(tempfile.mkdtemp(prefix="plugvm-demo-api-")) / "api.sock"
     argv = plugvm_argv(image, "boot=2,max=4", "512M", [
@@ -73,11 +76,22 @@ def main() -> int:
         api("resume")
         after = float(guest.console.run("cut -d' ' -f1 /proc/uptime"))
         print(f"demo: across a 5 s pause the guest's clock moved {after - before:.1f} s", flush=True)
+        # PCI hotplug: --wait answers once the guest's driver has the disk, so no polling.
+        start = time.monotonic()
+        print(api("--wait", "30", "add-disk", f"path={hot},id=hot0"), flush=True)
+        print(f"demo: the guest had the disk {time.monotonic() - start:.2f} s after plugvm-remote started", flush=True)
+        for cmd in ("ls /sys/block", "dd if=/dev/vdb bs=512 skip=2048 count=1 2>/dev/null | head -c 63; echo"):
+            print(f"guest# {cmd}\n{guest.console.run(cmd)}", flush=True)
         print("guest# reboot", flush=True)
         start = time.monotonic()
         guest.console.send("reboot\n")
         guest.wait_ready(300)
         print(f"demo: the guest rebooted and was ready again {time.monotonic() - start:.1f} s later", flush=True)
+        print(f"guest# ls /sys/block\n{guest.console.run('ls /sys/block')}", flush=True)
+        start = time.monotonic()
+        api("--wait", "30", "remove-device", "hot0")
+        print(f"demo: the guest let go of hot0 {time.monotonic() - start:.2f} s after plugvm-remote started", flush=True)
+        print(f"guest# ls /sys/block\n{guest.console.run('ls /sys/block')}", flush=True)
         start = time.monotonic()
         api("power-button")
         status = guest.wait_exit(180)
