@@ -34,6 +34,14 @@ class DeviceType:
     option or field. create(config, env) builds the device (a plugvm.virtio.device.
     VirtioDevice for kind "virtio") or raises plugvm.errors.PlugvmError saying why;
     it must release whatever it opened before raising.
+
+    Hotplug needs nothing more: a type with an api_verb is hot-added to a running VM
+    through the same create(), called on an API thread while the guest runs, and is
+    removable by vm.remove-device unless `removable` is False. The core records a
+    hot-added device in the VM config with dataclasses.replace(config, id=...,
+    pci_device_id=...), so the config is a dataclass with those fields
+    (plugvm.device_config.PciFields has them) and the device comes back at its BDF
+    after a reboot.
     """
 
     name: str                          # "disk"
