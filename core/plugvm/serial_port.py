@@ -159,9 +159,9 @@ class ConsoleBackend:
 class Consoles:
     """The host ends of the serial port and the virtio-console, kept across boots."""
 
-    def __init__(self):
-        self.serial: ConsoleBackend | None = None
-        self.console: ConsoleBackend | None = None
+    def __init__(self, serial: ConsoleBackend | None = None, console: ConsoleBackend | None = None):
+        self.serial = serial
+        self.console = console
 
     @classmethod
     def for_config(cls, config) -> Consoles:
