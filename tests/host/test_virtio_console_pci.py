@@ -9,7 +9,6 @@ import pytest
 from test_virtio_pci import rd, wr
 
 from plugvm.builtin.console import VirtioConsole
-from plugvm.config.console import ConsoleMode, VirtioConsoleConfig
 from plugvm.interrupts import InterruptRouter
 from plugvm.kvm import Kvm
 from plugvm.machine import legacy_routes
@@ -30,7 +29,7 @@ def console(tmp_path):
     memory = GuestMemory(4 << 20)
     out = tmp_path / "hvc0"
     backend = ConsoleBackend("file", out, "--console")
-    t = VirtioPciDevice(VirtioConsole(VirtioConsoleConfig(mode=ConsoleMode.FILE, file=out), backend), "__console",
+    t = VirtioPciDevice(VirtioConsole(backend), "__console",
                         memory, vm, InterruptRouter(vm, legacy_routes()), BAR, False)
     yield t, out
     t.close()

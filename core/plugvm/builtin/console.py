@@ -15,8 +15,6 @@ import os
 import struct
 import threading
 
-import structlog
-
 from plugvm.config.console import ConsoleMode, VirtioConsoleConfig, console_from_json, parse_console
 from plugvm.config.errors import Where
 from plugvm.config.json_fields import JsonObject
@@ -24,7 +22,6 @@ from plugvm.hookspecs import hookimpl
 from plugvm.plugins import DeviceType
 from plugvm.virtio.device import DeviceError, VirtioDevice
 
-log = structlog.get_logger(__name__)
 DEVICE_TYPE = 3                     # virtio 1.2 §5.3.1
 QUEUE_SIZE = 256                    # ch's
 RECEIVEQ, TRANSMITQ = 0, 1          # §5.3.2, port 0 only
@@ -40,7 +37,7 @@ class VirtioConsole(VirtioDevice):
     device_type = DEVICE_TYPE
     queue_sizes = (QUEUE_SIZE, QUEUE_SIZE)
 
-    def __init__(self, config: VirtioConsoleConfig, backend=None):
+    def __init__(self, backend=None):
         self.backend = backend
         self.cols, self.rows = backend.window_size() if backend is not None else (0, 0)
         self.rx = self.tx = self.context = None
@@ -48,7 +45,6 @@ class VirtioConsole(VirtioDevice):
         self._space = threading.Condition()     # guards _pending; the input thread waits on it when full
         self._closed = False
         self._input = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)     # input thread → I/O thread
-        self.counters = {"tx_bytes": 0, "rx_bytes": 0}
         if backend is not None:
             backend.attach(self)
 
@@ -82,7 +78,7 @@ class VirtioConsole(VirtioDevice):
             if self._closed:
                 return
             self._pending += data
-        os.eventfd_write(self._input, 1)
+            os.eventfd_write(self._input, 1)      # under the lock: close() cannot close it meanwhile
 
     # --- the I/O thread ----------------------------------------------------------------------
 
@@ -112,7 +108,6 @@ class VirtioConsole(VirtioDevice):
                         break
                 del self._pending[:filled]
                 queue.push(chain.head, filled)
-                self.counters["rx_bytes"] += filled
                 pushed += 1
             self._space.notify_all()
         if pushed and queue.needs_interrupt():
@@ -128,7 +123,6 @@ class VirtioConsole(VirtioDevice):
                                   f"(virtio 1.2 §5.3.6.1: transmit buffers are device-readable)")
             if self.backend is not None:
                 self.backend.writev(chain.readable)      # straight from guest memory
-            self.counters["tx_bytes"] += chain.readable_len
             queue.push(chain.head, 0)
         if queue.needs_interrupt():
             self.context.interrupt_queue(TRANSMITQ)
@@ -157,7 +151,7 @@ def _configs(vm_config) -> tuple:
 def _create(config: VirtioConsoleConfig, env) -> VirtioConsole:
     # null mode has a backend too, which discards; a factory without consoles (a test) gets none.
     consoles = getattr(env, "consoles", None)
-    return VirtioConsole(config, consoles.console if consoles is not None else None)
+    return VirtioConsole(consoles.console if consoles is not None else None)
 
 
 @hookimpl
