@@ -33,7 +33,7 @@ def host_startup(runs: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="plugvm-bench-"))
     kernel = folder / "tiny.bzImage"
     kernel.write_bytes(bzimage(b"!", poweroff=False))
-    argv = [sys.executable, "-m", "plugvm.cli", "--kernel", str(kernel), "--memory", "size=512M", "--serial", "tty"]
+    argv = [sys.executable, "-m", "plugvm.cli", "--kernel", str(kernel), "--memory", "size=512M", "--serial", "tty", "--console", "off"]
     startup, overhead = [], []
     for _ in range(runs):
         start = time.perf_counter()

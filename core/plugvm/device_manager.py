@@ -57,6 +57,7 @@ class DeviceEnv:
     """What a plugin's factory may look at when it builds a device."""
 
     vm_config: object
+    consoles: object = None     # the host ends of the VM's consoles (serial_port.Consoles)
 
 
 @dataclass(eq=False)
@@ -74,11 +75,12 @@ class Attached:
 
 
 class DeviceManager:
-    def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config):
+    def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config, consoles=None):
         self.vm, self.memory, self.mmio, self.router = vm, memory, mmio, router
         self.registry = registry
         self.segment = segment
         self.vm_config = vm_config
+        self.consoles = consoles
         self.devices: dict[str, Attached] = {}
         self._counter = 0
         # Held for changes to `devices` and slots; an API thread adds and asks for
@@ -91,7 +93,9 @@ class DeviceManager:
         wanted = []
         for device_type in self.registry.ordered():
             configs = self.vm_config.devices.get(device_type.config_key)
-            if configs is None:
+            if device_type.configured_by is not None:
+                configs = device_type.configured_by(self.vm_config)
+            elif configs is None:
                 configs = () if device_type.default is None else (device_type.default(),)
             elif not device_type.multiple:
                 configs = (configs,)
@@ -135,7 +139,7 @@ class DeviceManager:
             try:
                 window = self.segment.mem64 if bar_64bit else self.segment.mem32
                 bar = window.allocate(BAR0_SIZE, VIRTIO_BAR_ALIGNMENT)
-                device = device_type.create(config, DeviceEnv(self.vm_config))
+                device = device_type.create(config, DeviceEnv(self.vm_config, self.consoles))
                 transport = VirtioPciDevice(device, device_id, self.memory, self.vm, self.router, bar, bar_64bit)
                 device = None           # the transport owns it now
                 self.mmio.insert(bar, BAR0_SIZE, transport)

@@ -76,7 +76,7 @@ class Outcome:
 class Machine:
     """Builds the VM; run() starts the vCPUs and returns the Outcome once they stopped."""
 
-    def __init__(self, kvm, config, serial_backend, supported_cpuid, registry, on_outcome=None):
+    def __init__(self, kvm, config, consoles, supported_cpuid, registry, on_outcome=None):
         self.config = config
         self.registry = registry
         self.outcome = Outcome(on_outcome)
@@ -87,12 +87,12 @@ class Machine:
         self.devices = None
         self.vcpus = []
         try:
-            self._build(kvm, serial_backend, supported_cpuid)
+            self._build(kvm, consoles, supported_cpuid)
         except BaseException:
             self.close()
             raise
 
-    def _build(self, kvm, serial_backend, supported_cpuid) -> None:
+    def _build(self, kvm, consoles, supported_cpuid) -> None:
         cfg, vm = self.config, self.vm
         vm.set_tss_addr(layout.KVM_TSS_ADDRESS)
         vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_START)
@@ -109,9 +109,9 @@ class Machine:
 
         self.pio, self.mmio = Bus("pio"), Bus("mmio")
         if cfg.serial.mode != "off":
-            com1 = Serial(serial_backend.write, lambda: self._pulse(layout.SERIAL_IRQ_COM1))
+            com1 = Serial(consoles.serial.write, lambda: self._pulse(layout.SERIAL_IRQ_COM1))
             self.pio.insert(layout.SERIAL_PORT_COM1, 8, com1)
-            serial_backend.attach(com1)
+            consoles.serial.attach(com1)
         self.pio.insert(layout.I8042_PORT, 4, I8042(self.request_reset))
         self.pio.insert(layout.CMOS_PORT, 2, Cmos())
         self.pio.insert(layout.ACPI_SLEEP_PORT, 1, SleepResetRegister(self.request_poweroff, self.request_reset))
@@ -121,7 +121,8 @@ class Machine:
         self.segment = PciSegment(0, mem64_start=mem64_start, mem64_size=layout.PCI_MEM64_SIZE)
         self.pio.insert(layout.PCI_CONFIG_IO_PORT, 8, self.segment.config_io)
         self.mmio.insert(layout.PCI_MMCONFIG_START, layout.PCI_MMCONFIG_SEGMENT_SIZE, self.segment.ecam)
-        self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segment, cfg)
+        self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segment, cfg,
+                                     consoles=consoles)
         self.devices.attach_boot_devices()
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus

@@ -58,6 +58,10 @@ class DeviceType:
     order: int = 100                   # creation order; cloud-hypervisor's: disks 10, net 20, rng 30, fs 50, ...
     default: Callable[[], object] | None = None   # a config used when the option is not given (rng)
     removable: bool = True             # vm.remove-device may take it out of a running VM (built-ins: no)
+    # A built-in device set by a part of VmConfig rather than by `devices` (the virtio-console by
+    # VmConfig.console, as in ch's VmConfig): the configs of the devices a VmConfig asks for (none
+    # for --console off). Its cli_option and config_key are then the core's own; not parsed here.
+    configured_by: Callable[[object], tuple] | None = None
     help: str = ""
     distribution: str = field(default="", compare=False)    # filled in by the registry
     version: str = field(default="", compare=False)

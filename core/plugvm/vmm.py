@@ -23,7 +23,7 @@ from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, U
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
 from plugvm.machine import Machine
-from plugvm.serial_port import SerialBackend
+from plugvm.serial_port import Consoles
 from plugvm.vcpu_thread import KICK_SIGNAL
 
 log = structlog.get_logger(__name__)
@@ -80,7 +80,7 @@ class Vmm:
         self._failure: str | None = None
         self.kvm: Kvm | None = None
         self._supported = None
-        self._serial: SerialBackend | None = None
+        self._consoles = Consoles()         # the serial port's and console's host ends, across boots
 
     # --- the main thread -----------------------------------------------------------------
 
@@ -112,9 +112,7 @@ class Vmm:
         finally:
             with self.lock:
                 self._teardown()
-                if self._serial is not None:
-                    self._serial.close()
-                    self._serial = None
+                self._consoles.close()
             self.kvm.close()
 
     def _guest_event(self, outcome) -> None:
@@ -135,15 +133,8 @@ class Vmm:
 
     def _boot(self) -> None:
         """Build a Machine from the current config and start it (the lock is held)."""
-        # The backend outlives reboots, not the config: a VM created after vm.delete
-        # writes where its own config says (a tty stays, with its input thread).
-        wanted = (self.config.serial.mode, getattr(self.config.serial, "file", None))
-        if self._serial is not None and (self._serial.mode, self._serial.path) != wanted:
-            self._serial.close()
-            self._serial = None
-        if self._serial is None:
-            self._serial = SerialBackend(*wanted)
-        machine = Machine(self.kvm, self.config, self._serial, self._supported, self.registry,
+        self._consoles.configure(self.config)
+        machine = Machine(self.kvm, self.config, self._consoles, self._supported, self.registry,
                           on_outcome=self._wake.set)
         self.boots += 1
         log.info("booting", boot=self.boots, vcpus=self.config.cpus.boot_vcpus)

@@ -1,5 +1,5 @@
 """Devices attached at boot from the command line, in the Debian guest on plugvm (lab):
-virtio-blk disks, a virtio-net tap, virtio-rng, at cloud-hypervisor's BDFs."""
+virtio-blk disks, a virtio-net tap, virtio-rng and the virtio-console, at cloud-hypervisor's BDFs."""
 
 import hashlib
 import socket
@@ -25,10 +25,10 @@ def disks(tmp_path):
     return paths
 
 
-def test_disks_read_write_readonly_rng_and_bdfs(launch_guest, disks):
+def test_disks_read_write_readonly_rng_null_console_and_bdfs(launch_guest, disks):
     readonly_digest = hashlib.sha256(disks["readonly"].read_bytes()).hexdigest()
     guest = launch_guest("plugvm", cpus=1, memory="512M", extra=[
-        "--disk", f"path={disks['first']}", f"path={disks['second']},serial=plugvm-second",
+        "--console", "null", "--disk", f"path={disks['first']}", f"path={disks['second']},serial=plugvm-second",
         f"path={disks['readonly']},readonly=on"])
     run = guest.console.run
 
@@ -50,10 +50,12 @@ def test_disks_read_write_readonly_rng_and_bdfs(launch_guest, disks):
     # virtio-rng backs /dev/hwrng.
     assert run("cat /sys/class/misc/hw_random/rng_current").startswith("virtio_rng")
     assert len(run("dd if=/dev/hwrng bs=32 count=1 2>/dev/null | od -An -tx1 | tr -d ' \\n'")) == 64
-    # cloud-hypervisor's BDFs: host bridge 00:00.0, then disks, net, rng in creation order.
+    # cloud-hypervisor's BDFs: host bridge 00:00.0, then console, disks, net, rng in creation order.
     devices = run("for d in /sys/bus/pci/devices/*; do echo ${d##*/} $(cat $d/vendor $d/device); done").splitlines()
-    assert devices == ["0000:00:00.0 0x8086 0x0d57", "0000:00:01.0 0x1af4 0x1042", "0000:00:02.0 0x1af4 0x1042",
-                       "0000:00:03.0 0x1af4 0x1042", "0000:00:04.0 0x1af4 0x1044"]
+    assert devices == ["0000:00:00.0 0x8086 0x0d57", "0000:00:01.0 0x1af4 0x1043", "0000:00:02.0 0x1af4 0x1042",
+                       "0000:00:03.0 0x1af4 0x1042", "0000:00:04.0 0x1af4 0x1042", "0000:00:05.0 0x1af4 0x1044"]
+    # The null console is a working hvc0 whose output goes nowhere.
+    assert status("echo discarded > /dev/hvc0") == 0
     assert guest.poweroff() == 0
     with open(disks["second"], "rb") as f:
         f.seek(OFFSET)

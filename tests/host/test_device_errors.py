@@ -12,7 +12,7 @@ from plugvm.config import parse_cli
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
 from plugvm.machine import Machine
-from plugvm.serial_port import SerialBackend
+from plugvm.serial_port import Consoles
 from plugvm.testing.tiny_kernel import bzimage
 
 
@@ -35,7 +35,7 @@ def plugvm(*args):
     (["--disk", "path=/x,colour=red"], "--disk: unknown key 'colour'"),
 ])
 def test_a_device_that_cannot_be_attached_is_one_line_and_exit_1(tiny, device, message):
-    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", "--serial", "tty", *device)
+    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", "--serial", "tty", "--console", "off", *device)
     assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"plugvm: error: {message}"), proc.stderr
@@ -52,16 +52,16 @@ def test_a_failed_device_leaves_no_fd_open(tiny, tmp_path):
     config = parse_cli(["--kernel", str(tiny), "--memory", "size=64M",
                         "--disk", f"path={good}", "path=/nonexistent/disk.img"], registry).vm
     kvm = Kvm()
-    serial = SerialBackend("null", None)
+    consoles = Consoles.for_config(config)
     try:
         supported = kvm.supported_cpuid()
         before = open_fds()
         for _ in range(3):
             with pytest.raises(PlugvmError, match="--disk: cannot open"):
-                Machine(kvm, config, serial, supported, registry)
+                Machine(kvm, config, consoles, supported, registry)
         assert open_fds() == before
     finally:
-        serial.close()
+        consoles.close()
         kvm.close()
 
 

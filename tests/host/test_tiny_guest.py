@@ -26,7 +26,8 @@ def plugvm(*args, timeout=60):
 
 def test_tiny_bzimage_prints_on_com1_and_powers_off(tiny):
     start = time.monotonic()
-    proc = plugvm("--kernel", str(tiny), "--cpus", "boot=1", "--memory", "size=64M", "--serial", "tty")
+    proc = plugvm("--kernel", str(tiny), "--cpus", "boot=1", "--memory", "size=64M", "--serial", "tty",
+                  "--console", "off")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "tiny guest says hello\n"
     assert time.monotonic() - start < 30
@@ -46,7 +47,8 @@ def test_serial_null_discards(tiny):
 
 def test_logs_go_to_stderr_or_log_file_not_the_console(tiny, tmp_path):
     log = tmp_path / "plugvm.log"
-    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", "--serial", "tty", "-vv", "--log-file", str(log))
+    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", "--serial", "tty", "--console", "off", "-vv",
+                  "--log-file", str(log))
     assert proc.returncode == 0
     assert proc.stdout == "tiny guest says hello\n" and proc.stderr == ""
     assert "guest powered off" in log.read_text()
@@ -60,7 +62,7 @@ def test_instruction_kvm_cannot_run_is_a_clear_error(tmp_path):
     image[1024] = 0xCC
     kernel = tmp_path / "int3.bzImage"
     kernel.write_bytes(bytes(image))
-    proc = plugvm("--kernel", str(kernel), "--memory", "size=64M", "--serial", "tty")
+    proc = plugvm("--kernel", str(kernel), "--memory", "size=64M", "--serial", "tty", "--console", "off")
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("plugvm: error: ")
     assert "instruction bytes cc" in proc.stderr and "RIP 0x100000" in proc.stderr
@@ -70,7 +72,8 @@ def test_instruction_kvm_cannot_run_is_a_clear_error(tmp_path):
 def test_pvh_elf_gets_hvm_start_info_and_its_command_line(tmp_path):
     kernel = tmp_path / "tiny.elf"
     kernel.write_bytes(pvh_elf())
-    proc = plugvm("--kernel", str(kernel), "--memory", "size=64M", "--serial", "tty", "--cmdline", "pvh says hi")
+    proc = plugvm("--kernel", str(kernel), "--memory", "size=64M", "--serial", "tty", "--console", "off",
+                  "--cmdline", "pvh says hi")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "pvh says hi"
 
@@ -84,7 +87,7 @@ def test_guest_reset_rebuilds_the_vm_and_boots_again(tmp_path):
     kernel.write_bytes(bytes(image))
     log = tmp_path / "plugvm.log"
     proc = subprocess.Popen([sys.executable, "-m", "plugvm.cli", "--kernel", str(kernel), "--memory", "size=64M",
-                             "--serial", "tty", "-v", "--log-file", str(log)],
+                             "--serial", "tty", "--console", "off", "-v", "--log-file", str(log)],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         assert proc.stdout.read(15) == b"boot\nboot\nboot\n"
@@ -93,3 +96,17 @@ def test_guest_reset_rebuilds_the_vm_and_boots_again(tmp_path):
         proc.wait()
     text = log.read_text()
     assert "guest reset; rebuilding the VM" in text and "boot=3" in text
+
+
+def test_cloud_hypervisors_defaults_give_a_console_that_a_guest_without_it_leaves_alone(tiny):
+    # --serial null --console tty: the virtio-console exists (tty, on our stdout), COM1 is discarded.
+    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_serial_tty_with_the_default_console_is_refused_as_ch_did(tiny):
+    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", "--serial", "tty")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == ("plugvm: error: --console: Console mode tty specified for both serial and "
+                                   "console (one of them must not be tty, e.g. --console off)")

@@ -1,6 +1,7 @@
 """plugvm.config: cloud-hypervisor's command line and JSON VM config into frozen dataclasses."""
 
 import dataclasses
+import json
 import mmap
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from plugvm.config import (
     CpuTopology, HotplugMethod, MemoryConfig, PayloadConfig, VmConfig, parse_cli,
 )
 from plugvm.config.api_socket import parse_api_socket
-from plugvm.config.console import console_from_json, parse_console, parse_serial, serial_from_json
+from plugvm.config.console import (
+    VirtioConsoleConfig, console_from_json, parse_console, parse_serial, serial_from_json)
 from plugvm.config.errors import Where
 from plugvm.config.json_fields import JsonObject
 from plugvm.config.lists import int_list
@@ -72,7 +74,7 @@ def test_config_error_is_a_plugvm_error_and_a_value_error():
 
 # --- good command lines ---------------------------------------------------------------
 
-def test_defaults_are_cloud_hypervisors_except_the_console(kernel):
+def test_defaults_are_cloud_hypervisors(kernel):
     cli = parse_cli(["--kernel", str(kernel)])
     assert cli == CliConfig(vm=cli.vm, api_socket=None, log_file=None, verbosity=0)
     vm = cli.vm
@@ -84,9 +86,9 @@ def test_defaults_are_cloud_hypervisors_except_the_console(kernel):
                                      hotplug_size=None, hotplugged_size=None, shared=False, hugepages=False,
                                      hugepage_size=None, prefault=False, reserve=False, thp=True)
     assert vm.serial == ConsoleConfig(mode=ConsoleMode.NULL)
-    assert vm.console == ConsoleConfig(mode=ConsoleMode.OFF)
+    assert vm.console == VirtioConsoleConfig(mode=ConsoleMode.TTY, id=None, pci_device_id=None)
     # The rest of plugvm compares modes with plain strings.
-    assert vm.serial.mode == "null" and vm.console.mode == "off" and vm.memory.hotplug_method == "acpi"
+    assert vm.serial.mode == "null" and vm.console.mode == "tty" and vm.memory.hotplug_method == "acpi"
 
 
 def test_configs_are_frozen(kernel):
@@ -149,7 +151,7 @@ def test_acpi_hotplug(kernel):
 @pytest.mark.parametrize("text, mode", [("off", ConsoleMode.OFF), ("null", ConsoleMode.NULL),
                                         ("tty", ConsoleMode.TTY)])
 def test_serial_modes(kernel, text, mode):
-    assert vm_of(kernel, "--serial", text).serial == ConsoleConfig(mode=mode)
+    assert vm_of(kernel, "--serial", text, "--console", "off").serial == ConsoleConfig(mode=mode)
 
 
 def test_serial_file_path_may_be_quoted_with_commas(kernel):
@@ -274,13 +276,22 @@ BAD = [
     (["--memory", "hugepages=on,hugepage_size=3M"], "--memory", "hugepage_size=3M", "power of two"),
     (["--memory", "size=3M,hugepages=on,hugepage_size=2M"], "--memory", "size=3M", "hugepage_size=2M"),
     (["--memory", "shared=on,mergeable=on"], "--memory", "shared", "mergeable"),
-    # not available yet
-    (["--console", "tty"], "--console", "virtio-console is not available yet"),
-    (["--console", "null"], "--console", "virtio-console is not available yet"),
-    (["--console", "file=/tmp/console.log"], "--console", "virtio-console is not available yet"),
-    (["--console", "off,iommu=on"], "--console", "iommu", "virtio-console is not available yet"),
-    (["--serial", "pty"], "--serial", "pty is not available yet"),
-    (["--serial", "socket=/tmp/serial.sock"], "--serial", "socket is not available yet"),
+    # not available
+    (["--console", "pty"], "--console", "pty is not available in plugvm", "off, null, tty, file"),
+    (["--console", "socket=/tmp/console.sock"], "--console", "socket is not available in plugvm"),
+    (["--console", "tty,iommu=on"], "--console", "iommu=on is not supported"),
+    (["--console", "null,pci_segment=1"], "--console", "pci_segment=1", "segment 0"),
+    (["--console", "null,pci_device_id=0"], "--console", "pci_device_id=0", "host bridge"),
+    (["--console", "null,pci_device_id=32"], "--console", "pci_device_id=32"),
+    (["--console", "null,id=__console"], "--console", "id='__console'", "reserved"),
+    (["--console", "file"], "--console", "file needs a value"),
+    (["--console", "tty,null"], "--console", "tty and null"),
+    (["--serial", "pty"], "--serial", "pty is not available in plugvm"),
+    (["--serial", "socket=/tmp/serial.sock"], "--serial", "socket is not available in plugvm"),
+    (["--serial", "tty,id=s"], "--serial", "unknown key 'id'"),
+    # ch's DoubleTtyMode (ch ≤ v36): tty for both, given or by default
+    (["--serial", "tty"], "--console", "Console mode tty specified for both serial and console", "--console off"),
+    (["--serial", "tty", "--console", "tty"], "--console", "Console mode tty specified for both serial and console"),
     # the option layer
     (["--cpus"], "--cpus", "expected one argument"),
     (["--cpus", "boot=1", "--cpus", "boot=2"], "--cpus", "more than once"),
@@ -361,7 +372,7 @@ def test_json_round_trip_of_the_defaults(kernel):
                    "hugepages": False, "prefault": False, "reserve": False, "thp": True},
         "payload": {"kernel": str(kernel)},
         "serial": {"mode": "Null"},
-        "console": {"mode": "Off"},
+        "console": {"mode": "Tty", "iommu": False, "pci_segment": 0},
     }
     assert VmConfig.from_json(body) == vm
 
@@ -390,7 +401,41 @@ def test_json_defaults_for_parts_left_out(kernel):
 def test_json_accepts_the_console_ch_would_send(kernel):
     body = {"payload": {"kernel": str(kernel)},
             "console": {"mode": "Off", "iommu": False, "pci_segment": 0}}
-    assert VmConfig.from_json(body).console == ConsoleConfig(mode=ConsoleMode.OFF)
+    assert VmConfig.from_json(body).console == VirtioConsoleConfig(mode=ConsoleMode.OFF)
+    # ch's own default VM config: serial Null, console Tty, with serde's nulls.
+    body["console"] = {"file": None, "mode": "Tty", "iommu": False, "socket": None, "pci_segment": 0}
+    assert VmConfig.from_json(body).console == VirtioConsoleConfig(mode=ConsoleMode.TTY)
+
+
+@pytest.mark.parametrize("text, console", [
+    ("off", VirtioConsoleConfig(mode=ConsoleMode.OFF)),
+    ("null", VirtioConsoleConfig(mode=ConsoleMode.NULL)),
+    ("tty", VirtioConsoleConfig(mode=ConsoleMode.TTY)),
+    ('file="/tmp/a,b"', VirtioConsoleConfig(mode=ConsoleMode.FILE, file=Path("/tmp/a,b"))),
+    ("null,id=con0,pci_device_id=9,iommu=off,pci_segment=0",
+     VirtioConsoleConfig(mode=ConsoleMode.NULL, id="con0", pci_device_id=9)),
+])
+def test_console_modes_and_pci_keys_round_trip_through_json(kernel, text, console):
+    vm = vm_of(kernel, "--console", text)
+    assert vm.console == console
+    body = vm.to_json()
+    assert body["console"]["mode"] == console.mode.json_name and body["console"]["pci_segment"] == 0
+    assert VmConfig.from_json(json.loads(json.dumps(body))) == vm
+
+
+def test_serial_tty_with_the_console_off_or_elsewhere(kernel, tmp_path):
+    assert vm_of(kernel, "--serial", "tty", "--console", "off").serial.mode == "tty"
+    vm = vm_of(kernel, "--serial", "tty", "--console", f"file={tmp_path / 'hvc0'}")
+    assert vm.console.file == tmp_path / "hvc0"
+    assert vm_of(kernel, "--serial", "null", "--console", "tty").console.mode == "tty"
+
+
+def test_double_tty_is_refused_in_json_and_by_the_dataclass(kernel):
+    with pytest.raises(ConfigError, match=r"^VmConfig: Console mode tty specified for both serial and console"):
+        VmConfig.from_json(_body(kernel, serial={"mode": "Tty"}))
+    with pytest.raises(ConfigError, match="both serial and console"):
+        dataclasses.replace(vm_of(kernel), serial=ConsoleConfig(mode=ConsoleMode.TTY))
+    assert VmConfig.from_json(_body(kernel, serial={"mode": "Tty"}, console={"mode": "Off"})).serial.mode == "tty"
 
 
 def _body(kernel, **parts):
@@ -428,8 +473,13 @@ BAD_JSON = [
     ({"serial": {"mode": "File"}}, "serial", "file mode needs a path"),
     ({"serial": {"mode": "Tty", "file": "/tmp/x"}}, "serial", "file is given but the mode is tty"),
     ({"serial": {"mode": "Null", "iommu": False}}, "serial", "unknown field 'iommu'"),
-    ({"console": {"mode": "Tty"}}, "console", "virtio-console is not available yet", "Off"),
-    ({"console": {"mode": "Off", "iommu": True}}, "console", "iommu", "virtio-console is not available yet"),
+    ({"console": {"mode": "Pty"}}, "console", "Pty is not available in plugvm", "Off, Null, Tty, File"),
+    ({"console": {"mode": "Socket", "socket": "/tmp/s"}}, "console", "Socket is not available"),
+    ({"console": {"mode": "File"}}, "console", "file mode needs a path"),
+    ({"console": {"mode": "Off", "iommu": True}}, "console", "iommu=on is not supported"),
+    ({"console": {"mode": "Tty", "pci_segment": 2}}, "console", "pci_segment=2"),
+    ({"console": {"mode": "Tty", "id": "__console"}}, "console", "id='__console'"),
+    ({"console": {"mode": "Tty", "url": "x"}}, "console", "unknown field 'url'"),
     ({"console": None}, "VmConfig", "console=null"),
 ]
 

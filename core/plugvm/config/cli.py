@@ -12,9 +12,9 @@ from pathlib import Path
 
 from plugvm import __version__
 from plugvm.config.api_socket import ApiSocketConfig, parse_api_socket
-from plugvm.config.console import parse_console, parse_serial
+from plugvm.config.console import check_pair, parse_console, parse_serial
+from plugvm.config.errors import ConfigError, Where
 from plugvm.config.cpus import CpusConfig
-from plugvm.config.errors import ConfigError
 from plugvm.config.memory import MemoryConfig
 from plugvm.config.payload import CLI_NAMES, PayloadConfig
 from plugvm.config.vm import VmConfig
@@ -65,10 +65,12 @@ def _parser(registry) -> _Parser:
                                             "hugepage_size=SIZE,hotplug_method=acpi|virtio-mem,hotplug_size=SIZE,"
                                             "hotplugged_size=SIZE,prefault=on|off,reserve=on|off,thp=on|off "
                                             "(default size=512M)")
-    p.add_argument("--serial", **once, help="off|null|tty|file=PATH (default null; ch's pty and socket=PATH "
-                                            "are not available yet)")
-    p.add_argument("--console", **once, help="off (the default: plugvm has no virtio-console yet)")
-    for t in registry.ordered():
+    p.add_argument("--serial", **once, help="off|null|tty|file=PATH: the COM1 port (default null; ch's pty "
+                                            "and socket=PATH are not available)")
+    p.add_argument("--console", **once, help="off|null|tty|file=PATH[,id=ID,pci_device_id=SLOT]: the "
+                                             "virtio-console, hvc0 in the guest (default tty; not tty with "
+                                             "--serial tty; ch's pty and socket=PATH are not available)")
+    for t in _optioned(registry):
         if t.multiple:
             p.add_argument(t.cli_option, action="extend", nargs="+", default=None, metavar="CONFIG",
                            dest=_device_dest(t), help=f"{t.help} [plugin {t.distribution or t.name}]")
@@ -103,25 +105,31 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
     api_socket = None if args.api_socket is None else parse_api_socket(args.api_socket)
     log_file = _path("--log-file", args.log_file)
     devices = {}
-    for t in registry.ordered():
+    for t in _optioned(registry):
         value = getattr(args, _device_dest(t))
         if value is not None:
             devices[t.config_key] = tuple(t.parse(v) for v in value) if t.multiple else t.parse(value)
     if args.kernel is None:
         given = [option for option in VM_OPTIONS if getattr(args, _dest(option)) is not None]
-        given += [t.cli_option for t in registry.ordered() if t.config_key in devices]
+        given += [t.cli_option for t in _optioned(registry) if t.config_key in devices]
         if given:
             raise ConfigError(f"--kernel: required with {', '.join(given)} (VM options need a kernel to boot)")
         return CliConfig(vm=None, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
     cpus = CpusConfig() if args.cpus is None else CpusConfig.parse(args.cpus)
     memory = MemoryConfig() if args.memory is None else MemoryConfig.parse(args.memory)
     serial = parse_serial("null" if args.serial is None else args.serial)
-    console = parse_console("off" if args.console is None else args.console)
+    console = parse_console("tty" if args.console is None else args.console)
+    check_pair(serial, console, Where("--console"))
     payload = PayloadConfig(kernel=_path("--kernel", args.kernel), initramfs=_path("--initramfs", args.initramfs),
                             cmdline=args.cmdline)
     payload.validate(CLI_NAMES)
     vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console, devices=devices)
     return CliConfig(vm=vm, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
+
+
+def _optioned(registry) -> list:
+    # Device types with options of their own (not the console, which the core's --console sets).
+    return [t for t in registry.ordered() if t.configured_by is None]
 
 
 def _device_dest(device_type) -> str:

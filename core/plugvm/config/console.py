@@ -1,9 +1,11 @@
 """--serial and --console (off|null|pty|tty|file=PATH|socket=PATH), or the JSON `serial` and
 `console` objects: where the legacy COM1 port and the virtio-console send their output.
 
-Syntax and rules are cloud-hypervisor's (vmm/src/config.rs CommonConsoleConfig::parse).
-plugvm's serial port (serial_port.py) implements off, null, tty and file; it has no
-virtio-console yet, so the console must be off (ch's default would be tty).
+Syntax, rules and defaults are cloud-hypervisor's (vmm/src/config.rs CommonConsoleConfig::parse,
+ConsoleConfig::parse; `--serial null --console tty` when neither is given). plugvm
+implements off, null, tty and file for both (serial_port.py, builtin/console.py); pty and
+socket are refused. The console also takes its PCI device's keys (id, pci_device_id; iommu
+and pci_segment only at their defaults), read as every PCI device's are (device_config.py).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugvm import device_config      # the module, not its names: it imports plugvm.config itself
 from plugvm.config.errors import Where
 from plugvm.config.json_fields import ChEnum, JsonObject
-from plugvm.config.options import U8, U16, Options
+from plugvm.config.options import Options
 
 
 class ConsoleMode(ChEnum):
@@ -31,14 +34,15 @@ FLAGS = ("off", "pty", "tty", "null")
 PATH_KEYS = ("file", "socket")
 # ch's virtio-console also takes its PCI device's keys (PciDeviceCommonConfig::OPTIONS_IOMMU).
 PCI_KEYS = ("iommu", "id", "pci_segment", "pci_device_id")
-_PCI_DEFAULTS = {"iommu": False, "id": None, "pci_segment": 0, "pci_device_id": None}
-SERIAL_MODES = (ConsoleMode.OFF, ConsoleMode.NULL, ConsoleMode.TTY, ConsoleMode.FILE)
-CONSOLE_MODES = (ConsoleMode.OFF,)
+SERIAL_MODES = CONSOLE_MODES = (ConsoleMode.OFF, ConsoleMode.NULL, ConsoleMode.TTY, ConsoleMode.FILE)
+# ch ≤ v36 refused this pair (ValidationError::DoubleTtyMode); since v37 it only warns. plugvm
+# keeps the refusal: plugvm's stdin then has one reader, and the guest's input one destination.
+DOUBLE_TTY = "Console mode tty specified for both serial and console"
 
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    """One console's mode, and its file or socket path for those modes."""
+    """One console's mode, and its file or socket path for those modes (`serial`)."""
 
     mode: ConsoleMode = ConsoleMode.NULL
     file: Path | None = None
@@ -53,55 +57,69 @@ class ConsoleConfig:
             if getattr(self, name) is not None and self.mode.value != name:
                 raise where.error(f"{name} is given but the mode is {self.mode.value}")
         if self.mode not in available:
-            raise where.error(_unavailable(where, self.mode, available))
+            names = ", ".join(m.json_name if where.json else m.value for m in available)
+            shown = self.mode.json_name if where.json else self.mode.value
+            raise where.error(f"{shown} is not available in plugvm (available: {names})")
 
     def to_json(self) -> dict:
         body = {"mode": self.mode.json_name, "file": _str(self.file), "socket": _str(self.socket)}
         return {key: value for key, value in body.items() if value is not None}
 
 
+@dataclass(frozen=True, kw_only=True)
+class VirtioConsoleConfig(ConsoleConfig):
+    """The virtio-console's (`console`): a ConsoleConfig and the PCI fields plugvm supports.
+    iommu and pci_segment are refused unless at their defaults, so they are not kept."""
+
+    mode: ConsoleMode = ConsoleMode.TTY
+    id: str | None = None
+    pci_device_id: int | None = None
+
+    def to_json(self) -> dict:
+        pci = device_config.PciFields(id=self.id, pci_device_id=self.pci_device_id)
+        return {**super().to_json(), **pci.pci_json()}
+
+
 def parse_serial(text: str) -> ConsoleConfig:
     """The value of --serial."""
     where = Where("--serial")
-    config = _parse(Options(text, where, PATH_KEYS, FLAGS), where)
+    config = ConsoleConfig(**_parse(Options(text, where, PATH_KEYS, FLAGS), where))
     config.validate(where, SERIAL_MODES)
     return config
 
 
-def parse_console(text: str) -> ConsoleConfig:
-    """The value of --console; only `off` while plugvm has no virtio-console."""
+def parse_console(text: str) -> VirtioConsoleConfig:
+    """The value of --console."""
     where = Where("--console")
     options = Options(text, where, PATH_KEYS + PCI_KEYS, FLAGS)
-    config = _parse(options, where)
-    pci = [key for key in PCI_KEYS if options.given(key)]
-    if pci and config.mode in CONSOLE_MODES:
-        raise where.error(f"{pci[0]}: virtio-console is not available yet in plugvm; use --console off")
+    config = VirtioConsoleConfig(**_parse(options, where), **_pci(device_config.pci_from_options(options)))
     config.validate(where, CONSOLE_MODES)
     return config
 
 
 def serial_from_json(j: JsonObject) -> ConsoleConfig:
-    config = _from_json(j)
+    config = ConsoleConfig(**_from_json(j))
     j.close()
     config.validate(j.where, SERIAL_MODES)
     return config
 
 
-def console_from_json(j: JsonObject) -> ConsoleConfig:
-    config = _from_json(j)
-    # ch sends the console's PCI fields too (iommu and pci_segment always); at their defaults
-    # they ask for nothing, so a config written by ch for a console that is Off is accepted.
-    pci = {"iommu": j.boolean("iommu", False), "pci_segment": j.integer("pci_segment", 0, high=U16),
-           "id": j.string("id", None), "pci_device_id": j.integer("pci_device_id", None, high=U8)}
-    for key, value in pci.items():
-        if value != _PCI_DEFAULTS[key]:
-            raise j.where.error(f"{key}: virtio-console is not available yet in plugvm; mode must be Off")
+def console_from_json(j: JsonObject) -> VirtioConsoleConfig:
+    # ch sends the console's PCI fields too (iommu and pci_segment always).
+    config = VirtioConsoleConfig(**_from_json(j), **_pci(device_config.pci_from_json(j)))
     j.close()
     config.validate(j.where, CONSOLE_MODES)
     return config
 
 
-def _parse(options: Options, where: Where) -> ConsoleConfig:
+def check_pair(serial: ConsoleConfig, console: ConsoleConfig, where: Where) -> None:
+    """What ch's VmConfig::validate checked across the two (DoubleTtyMode, up to v36)."""
+    if serial.mode is ConsoleMode.TTY and console.mode is ConsoleMode.TTY:
+        raise where.error(f"{DOUBLE_TTY} (one of them must not be tty, e.g. "
+                          f"{'console mode Off' if where.json else '--console off'})")
+
+
+def _parse(options: Options, where: Where) -> dict:
     modes = [key for key in FLAGS + PATH_KEYS if options.given(key)]
     if len(modes) != 1:
         # ch takes the first of several by a fixed order; plugvm refuses the ambiguity.
@@ -111,21 +129,17 @@ def _parse(options: Options, where: Where) -> ConsoleConfig:
     path = options.text(modes[0]) if modes[0] in PATH_KEYS else None
     if modes[0] in PATH_KEYS and path is None:
         raise where.error(f"{modes[0]} mode needs a path ({modes[0]}=PATH)")
-    return ConsoleConfig(mode=mode, file=Path(path) if mode is ConsoleMode.FILE else None,
-                         socket=Path(path) if mode is ConsoleMode.SOCKET else None)
+    return {"mode": mode, "file": Path(path) if mode is ConsoleMode.FILE else None,
+            "socket": Path(path) if mode is ConsoleMode.SOCKET else None}
 
 
-def _from_json(j: JsonObject) -> ConsoleConfig:
-    return ConsoleConfig(mode=j.enum("mode", ConsoleMode), file=j.path("file", None), socket=j.path("socket", None))
+def _from_json(j: JsonObject) -> dict:
+    return {"mode": j.enum("mode", ConsoleMode), "file": j.path("file", None), "socket": j.path("socket", None)}
 
 
-def _unavailable(where: Where, mode: ConsoleMode, available: tuple[ConsoleMode, ...]) -> str:
-    shown = mode.json_name if where.json else mode.value
-    if available == CONSOLE_MODES:
-        hint = "mode must be Off" if where.json else "use --console off"
-        return f"{shown}: virtio-console is not available yet in plugvm; {hint}"
-    names = ", ".join(m.json_name if where.json else m.value for m in available)
-    return f"{shown} is not available yet in plugvm's serial port (available: {names})"
+def _pci(fields: dict) -> dict:
+    # pci_from_* refused iommu=on and any segment but 0; what is left to keep:
+    return {"id": fields["id"], "pci_device_id": fields["pci_device_id"]}
 
 
 def _str(path: Path | None) -> str | None:

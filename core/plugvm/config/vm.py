@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from plugvm.config import console as consoles
-from plugvm.config.console import ConsoleConfig, ConsoleMode
+from plugvm.config.console import ConsoleConfig, ConsoleMode, VirtioConsoleConfig
 from plugvm.config.cpus import CpusConfig
 from plugvm.config.errors import Where
 from plugvm.config.json_fields import JsonObject
@@ -20,14 +20,15 @@ _ABSENT = object()     # a part left out of the body (null is refused: ch's part
 
 @dataclass(frozen=True, kw_only=True)
 class VmConfig:
-    """Everything needed to build and boot one VM. Parts not given take ch's defaults,
-    except the console, which is off while plugvm has no virtio-console."""
+    """Everything needed to build and boot one VM. Parts not given take ch's defaults
+    (among them `--serial null --console tty`). `console` is a part of its own, as in ch's
+    VmConfig, not one of `devices`; the built-in virtio-console device type reads it."""
 
     payload: PayloadConfig
     cpus: CpusConfig = field(default_factory=CpusConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     serial: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(mode=ConsoleMode.NULL))
-    console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(mode=ConsoleMode.OFF))
+    console: VirtioConsoleConfig = field(default_factory=VirtioConsoleConfig)
     # Plugin devices by their type's config_key ("disks" → a tuple of configs; "rng" → one config).
     devices: Mapping[str, object] = field(default_factory=dict)
 
@@ -42,6 +43,8 @@ class VmConfig:
         j = JsonObject(body, JSON)
         devices = {}
         for device_type in registry.ordered():
+            if device_type.configured_by is not None:
+                continue          # set by a part of the VM config itself (the console)
             value = j.array(device_type.config_key, None) if device_type.multiple \
                 else j.object(device_type.config_key, None, Where(device_type.config_key, json=True))
             if value is None:
@@ -60,9 +63,13 @@ class VmConfig:
             cpus=CpusConfig() if cpus is _ABSENT else CpusConfig.from_json(cpus),
             memory=MemoryConfig() if memory is _ABSENT else MemoryConfig.from_json(memory),
             serial=ConsoleConfig(mode=ConsoleMode.NULL) if serial is _ABSENT else consoles.serial_from_json(serial),
-            console=ConsoleConfig(mode=ConsoleMode.OFF) if console is _ABSENT else consoles.console_from_json(console),
+            console=VirtioConsoleConfig() if console is _ABSENT else consoles.console_from_json(console),
             devices=devices,
         )
+
+    def __post_init__(self):
+        # Checked here, so the CLI, vm.create and any other maker of a VmConfig all refuse it.
+        consoles.check_pair(self.serial, self.console, JSON)
 
     def to_json(self) -> dict:
         """The JSON body ch would send for this VM, which from_json() reads back unchanged."""

@@ -47,6 +47,9 @@ mount -t tmpfs tmpfs /run
 for m in $(cat /lib/modules/@RELEASE@/load-order); do
   insmod /lib/modules/@RELEASE@/$m.ko || echo "init: insmod $m failed"
 done
+# From here rcS speaks on the console the kernel chose, which a module may have just
+# registered: with console=hvc0 (virtio_console) init started with no console at all.
+exec </dev/console >/dev/console 2>&1
 # The cloud kernel leaves hotplugged memory offline (no MEMORY_HOTPLUG_DEFAULT_ONLINE).
 echo online > /sys/devices/system/memory/auto_online_blocks
 ip link set lo up
