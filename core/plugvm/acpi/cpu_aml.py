@@ -25,7 +25,11 @@
     }
 
 The status byte's field is WriteAsZeros so that writing one bit writes only that bit:
-CINS = 1 acknowledges an insertion without also writing back CRMV or CEJ0.
+CINS = 1 acknowledges an insertion without also writing back CRMV or CEJ0. Unlike
+cloud-hypervisor's: the window in _CRS is a DWordMemory below 4 GiB (as PHPR's) and a
+ResourceConsumer, the registers being the device's own (6.4.3.5; GEC_ does the same);
+_MAT is the MADT's own structure for the CPU (a Local APIC below APIC id 255), not
+always a Local x2APIC; and max_vcpus stops at 0x1000, where the names run out.
 """
 
 from __future__ import annotations
