@@ -17,6 +17,7 @@ from plugvm.acpi.aml import (Buffer, Cacheability, Device, DWordIo, DWordMemory,
                              Interrupt, Io, Irq, IrqNoFlags, IsaRanges, Memory32Fixed, Method, Name, NameString,
                              One, Ones, Package, QWordMemory, ResourceTemplate, Return, Scope, String,
                              WordBusNumber, WordIo, Zero, encode_pkg_length, pkg_length, to_aml)
+from plugvm.acpi.aml_extra import Add, Arg, If, LLess, Local, Store, While
 from plugvm.acpi.errors import AcpiError, AmlError
 from plugvm.errors import PlugvmError
 
@@ -190,6 +191,21 @@ GOLDEN = {
                                                                               read_write=False, producer=False))),
                                     hex="08 52455343 11 33 0A30 8A 2B00 00 0D 02 0000000000000000 0000000001000000"
                                         "FFFFFF3F01000000 0000000000000000 0000004000000000 7900"),
+    # --- Loops and arithmetic (aml_extra): While is If's shape, WhileOp PkgLength Predicate
+    # TermList (20.2.5.3); Add and LLess are Type2 opcodes (20.2.5.4), Add with a Target
+    # (a NullName 0x00 when the result is only returned)
+    "while-lless-add": golden("Method (LOOP, 0, NotSerialized) { Store (Zero, Local0) "
+                              "While (LLess (Local0, 0x04)) { Add (Local0, One, Local0) } }",
+                              Method("LOOP", 0, Store(0, Local(0)),
+                                     While(LLess(Local(0), 4), Add(Local(0), 1, Local(0)))),
+                              hex="14 13 4C4F4F50 00 70 00 60 A2 09 95 60 0A04 72 60 01 60"),
+    "add-no-target": golden("Method (ADD2, 1, NotSerialized) { Return (Add (Arg0, 0x02)) }",
+                            Method("ADD2", 1, Return(Add(Arg(0), 2))),
+                            hex="14 0C 41444432 01 A4 72 68 0A02 00"),
+    "lless-if": golden("Method (LESS, 2, NotSerialized) { If (LLess (Arg0, Arg1)) { Return (One) } "
+                       "Return (Zero) }",
+                       Method("LESS", 2, If(LLess(Arg(0), Arg(1)), Return(1)), Return(0)),
+                       hex="14 0F 4C455353 02 A0 06 95 68 69 A4 01 A4 00"),
 }
 
 

@@ -1,8 +1,9 @@
 """AML constructs that method bodies and hardware registers need (ACPI 6.5, 20.2.5
-and 20.2.6): locals and arguments, method calls, Store/And/ShiftLeft/LEqual, If,
-Notify, Mutex/Acquire/Release, OperationRegion and Field, and ToUUID. They live
-beside aml.py's classes rather than in it so that modules importing aml.py are not
-disturbed; each is one class per ASL construct, like the rest of the builder."""
+and 20.2.6): locals and arguments, method calls, Store/And/ShiftLeft/Add,
+LEqual/LLess, If/While, Notify, Mutex/Acquire/Release, OperationRegion and Field,
+and ToUUID. They live beside aml.py's classes rather than in it so that modules
+importing aml.py are not disturbed; each is one class per ASL construct, like the
+rest of the builder."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from plugvm.acpi.errors import AmlError
 
 LOCAL0_OP, ARG0_OP = 0x60, 0x68
 STORE_OP, SHIFT_LEFT_OP, AND_OP, NOTIFY_OP, LEQUAL_OP, IF_OP = b"\x70", b"\x79", b"\x7b", b"\x86", b"\x93", b"\xa0"
+ADD_OP, LLESS_OP, WHILE_OP = b"\x72", b"\x95", b"\xa2"
 MUTEX_OP, ACQUIRE_OP, RELEASE_OP = b"\x5b\x01", b"\x5b\x23", b"\x5b\x27"
 OP_REGION_OP, FIELD_OP = b"\x5b\x80", b"\x5b\x81"
 NULL_TARGET = b"\x00"          # NullName: the result is not stored (20.2.2 Target)
@@ -101,6 +103,12 @@ class ShiftLeft(_Binary):
     OPCODE = SHIFT_LEFT_OP
 
 
+class Add(_Binary):
+    """Add (left, right, target), or target = left + right in ASL 2.0 (20.2.5.4 DefAdd)."""
+
+    OPCODE = ADD_OP
+
+
 class LEqual(Aml):
     """LEqual (left, right), or (left == right) in ASL 2.0."""
 
@@ -119,6 +127,27 @@ class If(Aml):
 
     def to_bytes(self) -> bytes:
         return with_pkg_length(IF_OP, self.predicate.to_bytes() + term_list(self.body))
+
+
+class LLess(Aml):
+    """LLess (left, right), or (left < right) in ASL 2.0 (20.2.5.4 DefLLess)."""
+
+    def __init__(self, left: object, right: object):
+        self.left, self.right = _operand(left), _operand(right)
+
+    def to_bytes(self) -> bytes:
+        return LLESS_OP + self.left.to_bytes() + self.right.to_bytes()
+
+
+class While(Aml):
+    """While (predicate) {body} (20.2.5.3 DefWhile): WhileOp PkgLength Predicate
+    TermList, the shape of If."""
+
+    def __init__(self, predicate: object, *body: Aml):
+        self.predicate, self.body = _operand(predicate), list(body)
+
+    def to_bytes(self) -> bytes:
+        return with_pkg_length(WHILE_OP, self.predicate.to_bytes() + term_list(self.body))
 
 
 class Notify(Aml):
