@@ -22,10 +22,14 @@ from plugvm.devices.acpi_pm import PmTimer, SleepResetRegister
 from plugvm.devices.cmos import Cmos
 from plugvm.devices.i8042 import I8042
 from plugvm.acpi.ged_aml import ged_aml
-from plugvm.devices.ged import GED_SIZE, PCI_DEVICES_CHANGED, POWER_BUTTON_CHANGED, Ged
+from plugvm.acpi.cpu_aml import cpu_hotplug_aml
+from plugvm.acpi.madt import processor_entry
+from plugvm.devices.cpu_hotplug import REGISTERS_SIZE as CPU_HOTPLUG_SIZE, CpuHotplugController
+from plugvm.devices.ged import CPU_DEVICES_CHANGED, GED_SIZE, PCI_DEVICES_CHANGED, POWER_BUTTON_CHANGED, Ged
 from plugvm.devices.pci_hotplug import REGISTERS_SIZE as PCI_HOTPLUG_SIZE, PciHotplugController
 from plugvm.devices.serial import Serial
 from plugvm.device_manager import DeviceManager
+from plugvm.errors import PlugvmError
 from plugvm.interrupts import InterruptRouter
 from plugvm.kvm import KvmError
 from plugvm.memory import GuestMemory
@@ -49,6 +53,10 @@ def legacy_routes() -> list[tuple[int, str, int]]:
     routes += [(i, "pic_slave", i - 8) for i in range(8, 16)]
     routes += [(i, "ioapic", 2 if i == 0 else i) for i in range(IOAPIC_PINS) if i != 2]
     return routes
+
+
+class CpuRemovalPending(PlugvmError, RuntimeError):
+    """A resize while the guest has not ejected the CPUs an earlier one removed."""
 
 
 class Outcome:
@@ -80,12 +88,14 @@ class Machine:
         self.config = config
         self.registry = registry
         self.outcome = Outcome(on_outcome)
-        self.threads: list[VcpuThread] = []
+        self.threads: dict[int, VcpuThread] = {}      # CPU index → its running thread
         self._paused_clock: int | None = None
+        self.paused = False
         self.vm = kvm.create_vm()
         self.memory = None
         self.devices = None
-        self.vcpus = []
+        self.vcpus: dict[int, object] = {}           # CPU index → its KVM vCPU (never destroyed)
+        self.present = 0                              # CPUs running now (0..present-1)
         try:
             self._build(kvm, consoles, supported_cpuid)
         except BaseException:
@@ -138,27 +148,40 @@ class Machine:
         mcfg = acpi.Mcfg([(0, layout.PCI_MMCONFIG_START, 0, 0)])
         self.ged = Ged(lambda: self._pulse(GED_GSI))
         self.mmio.insert(platform["ged"], GED_SIZE, self.ged)
+        self.cpu_hotplug = CpuHotplugController(max_vcpus, boot, self._eject_vcpu)
+        self.mmio.insert(platform["cpu_hotplug"], CPU_HOTPLUG_SIZE, self.cpu_hotplug)
+        # The _MAT of each CPU is its MADT structure, Enabled: the two must agree.
+        cpu_aml = cpu_hotplug_aml(platform["cpu_hotplug"], max_vcpus,
+                                  lambda i: processor_entry(i, boot_cpus=max_vcpus).to_bytes())
+        # cloud-hypervisor's DSDT order: the device manager's (PCI, GED), then the CPUs'.
+        fragments = (*pci_aml, *ged_aml(platform["ged"], GED_GSI, cpus=True, pci=True), *cpu_aml)
         tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
                                                  limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off",
-                                                 dsdt_fragments=(*pci_aml, *ged_aml(platform["ged"], GED_GSI,
-                                                                                    pci=True)),
-                                                 extra_tables=(mcfg,)))
+                                                 dsdt_fragments=fragments, extra_tables=(mcfg,)))
         self.memory.write(tables.rsdp_addr, tables.blob)
         reset_vector.install(self.memory)
         payload = cfg.payload
         entry = load_kernel(self.memory, payload.kernel, payload.initramfs, payload.cmdline or "", tables.rsdp_addr)
 
+        self._supported_cpuid = supported_cpuid
         for index in range(boot):
-            vcpu = vm.create_vcpu(index)
-            self.vcpus.append(vcpu)
-            vcpu.set_cpuid(cpuid.for_vcpu(supported_cpuid, index, max_vcpus))
-            try:
-                vcpu.set_msrs(msrs.BOOT_MSRS)
-            except KvmError as e:
-                log.info("boot MSRs not all accepted", error=str(e))
-            lapic.set_lint(vcpu)
-            vcpu.set_fpu(FPU_CONTROL_WORD, MXCSR_DEFAULT)
+            self._create_vcpu(index)
+        self.present = boot
         setup_boot_vcpu(self.vcpus[0], self.memory, entry)
+
+    def _create_vcpu(self, index: int):
+        """A KVM vCPU configured as every one is at boot: CPUID with its APIC id and the
+        topology, MSRs, LINT0/1, FPU. All but CPU 0 wait for the guest's INIT-SIPI."""
+        vcpu = self.vm.create_vcpu(index)
+        self.vcpus[index] = vcpu
+        vcpu.set_cpuid(cpuid.for_vcpu(self._supported_cpuid, index, self.config.cpus.max_vcpus))
+        try:
+            vcpu.set_msrs(msrs.BOOT_MSRS)
+        except KvmError as e:
+            log.info("boot MSRs not all accepted", error=str(e))
+        lapic.set_lint(vcpu)
+        vcpu.set_fpu(FPU_CONTROL_WORD, MXCSR_DEFAULT)
+        return vcpu
 
     def _pulse(self, irq: int) -> None:
         """An edge on an ISA interrupt line."""
@@ -185,6 +208,52 @@ class Machine:
         log.info("device removal requested", id=device_id, slot=attached.slot)     # after: the guest is told first
         return attached
 
+    # --- CPU hotplug --------------------------------------------------------------------------
+
+    def resize_vcpus(self, desired: int) -> list[threading.Event]:
+        """Make CPUs 0..desired-1 present. Up: create the vCPUs never created before (KVM
+        cannot destroy one; a removed CPU's vCPU is reused), start their threads and mark
+        them inserting. Down: mark the highest for removal; they stop when the guest
+        ejects them. Then the GED's CPU bit. Returns one event per CPU changed, set once
+        the guest has seen the new CPU (its _STA) or ejected the removed one. Raises
+        CpuRemovalPending while an earlier removal is not ejected, changing nothing."""
+        pending = self.cpu_hotplug.removing()
+        if pending:
+            raise CpuRemovalPending(f"the removal of CPU {', '.join(map(str, pending))} is still pending: the "
+                                    f"guest has not ejected it yet")
+        if not 1 <= desired <= self.config.cpus.max_vcpus:
+            raise ValueError(f"desired_vcpus={desired}")
+        events = []
+        if desired > self.present:
+            for index in range(self.present, desired):
+                vcpu = self.vcpus.get(index) or self._create_vcpu(index)
+                thread = VcpuThread(vcpu, self.pio, self.mmio, self.outcome)
+                self.threads[index] = thread
+                events.append(self.cpu_hotplug.insert(index))
+                thread.start()
+                if self.paused:
+                    thread.pause()
+        else:
+            events = [self.cpu_hotplug.remove(index) for index in range(desired, self.present)]
+        if events:
+            log.info("resizing vcpus", present=self.present, desired=desired)
+            self.present = desired
+            self.ged.notify(CPU_DEVICES_CHANGED)
+        return events
+
+    def _eject_vcpu(self, index: int) -> None:
+        """The guest ejected CPU `index` (on the vCPU thread that ran _EJ0): its thread
+        leaves KVM_RUN and ends; the vCPU stays, for a later resize up."""
+        thread = self.threads.pop(index, None)
+        if thread is None:
+            return
+        thread.kick()
+        if thread is not threading.current_thread():
+            thread.join(1.0)            # as cloud-hypervisor: a second at most, then go on
+            if thread.is_alive():
+                log.warning("an ejected vCPU's thread did not stop within 1 s", vcpu=index)
+        log.info("vcpu ejected", vcpu=index)
+
     def _eject(self, segment: int, slot: int) -> None:
         self.devices.eject(slot)
 
@@ -199,15 +268,15 @@ class Machine:
         self.outcome.set("reset")
 
     def start(self) -> None:
-        self.threads = [VcpuThread(v, self.pio, self.mmio, self.outcome) for v in self.vcpus]
-        for t in self.threads:
+        self.threads = {i: VcpuThread(v, self.pio, self.mmio, self.outcome) for i, v in self.vcpus.items()}
+        for t in list(self.threads.values()):
             t.start()
 
     def stop(self) -> None:
         """Stop every vCPU thread and wait for them."""
-        for t in self.threads:
+        for t in list(self.threads.values()):
             t.kick()
-        for t in self.threads:
+        for t in list(self.threads.values()):
             while t.is_alive():
                 t.join(0.1)
                 t.kick()
@@ -216,10 +285,11 @@ class Machine:
     def pause(self, timeout: float = 10.0) -> None:
         """Park every vCPU outside KVM_RUN and stop the guest's clock (kvmclock), so that
         the guest does not see the pause as time passing."""
-        for t in self.threads:
+        self.paused = True
+        for t in list(self.threads.values()):
             t.pause()
         deadline = time.monotonic() + timeout
-        for t in self.threads:
+        for t in list(self.threads.values()):
             while not t.parked.wait(0.05):
                 if time.monotonic() > deadline or not t.is_alive():
                     break
@@ -236,7 +306,8 @@ class Machine:
             except KvmError as e:
                 log.info("the guest clock cannot be restored", error=str(e))
             self._paused_clock = None
-        for t in self.threads:
+        self.paused = False
+        for t in list(self.threads.values()):
             t.resume()
 
     def run(self) -> Outcome:
@@ -246,7 +317,7 @@ class Machine:
         try:
             while not self.outcome.wait(every or 0.5):
                 if every:
-                    for t in self.threads:
+                    for t in list(self.threads.values()):
                         t.sample()
         finally:
             self.stop()
@@ -256,9 +327,9 @@ class Machine:
         if self.devices is not None:
             self.devices.close()      # before the memory its I/O threads use goes away
             self.devices = None
-        for vcpu in self.vcpus:
+        for vcpu in self.vcpus.values():
             vcpu.close()
-        self.vcpus = []
+        self.vcpus = {}
         if self.memory is not None:
             self.memory.close()
             self.memory = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
@@ -22,7 +23,7 @@ from plugvm import __version__, plugins
 from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, UnknownDeviceError
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
-from plugvm.machine import Machine
+from plugvm.machine import CpuRemovalPending, Machine
 from plugvm.serial_port import Consoles
 from plugvm.vcpu_thread import KICK_SIGNAL
 
@@ -235,28 +236,46 @@ class Vmm:
             self._need_running("The VM could not be powered off with the power button")
             self.machine.power_button()
 
-    def resize(self, desired_vcpus: int | None, desired_ram: int | None, desired_balloon: int | None) -> None:
+    def resize(self, desired_vcpus: int | None, desired_ram: int | None, desired_balloon: int | None,
+               wait: float | None = None) -> HotplugOutcome:
+        """vm.resize. A created VM: its config changes. A booted one: CPUs are hot-added or
+        removed (the guest ejects them), and the config's boot_vcpus follows, so a reboot
+        boots that many, all online. With `wait`, returns once the guest has seen every
+        new CPU or ejected every removed one, or the time ran out."""
         with self.lock:
             self._need_config()
-            if self.machine is not None:
-                raise LifecycleError("ResizeRunning", "Error from API", "The VM could not be resized",
-                                     "Resizing a booted VM needs hotplug, which plugvm does not have yet")
             cfg = self.config
-            if desired_vcpus is not None:
-                if not 1 <= desired_vcpus <= cfg.cpus.max_vcpus:
-                    raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be resized",
-                                         f"desired_vcpus={desired_vcpus} is not between 1 and max_vcpus "
-                                         f"({cfg.cpus.max_vcpus})")
-                cfg = replace(cfg, cpus=replace(cfg.cpus, boot_vcpus=desired_vcpus))
-            if desired_ram is not None:
-                if desired_ram <= 0 or desired_ram % 4096:
-                    raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be resized",
-                                         f"desired_ram={desired_ram} is not a positive multiple of 4096")
-                cfg = replace(cfg, memory=replace(cfg.memory, size=desired_ram))
+            if desired_vcpus is not None and not 1 <= desired_vcpus <= cfg.cpus.max_vcpus:
+                raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be resized",
+                                     f"desired_vcpus={desired_vcpus} is not between 1 and max_vcpus "
+                                     f"({cfg.cpus.max_vcpus})")
+            if desired_ram is not None and (desired_ram <= 0 or desired_ram % 4096):
+                raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be resized",
+                                     f"desired_ram={desired_ram} is not a positive multiple of 4096")
             if desired_balloon is not None:
                 raise LifecycleError("NoBalloon", "Error from API", "The VM could not be resized",
                                      "plugvm has no balloon device")
+            events: list[threading.Event] = []
+            if self.machine is not None:
+                if desired_ram is not None and desired_ram != cfg.memory.size:
+                    raise LifecycleError("ResizeRunning", "Error from API", "The VM could not be resized",
+                                         "Resizing a booted VM's memory needs memory hotplug, which plugvm "
+                                         "does not have yet")
+                if desired_vcpus is not None:
+                    try:
+                        events = self.machine.resize_vcpus(desired_vcpus)
+                    except CpuRemovalPending as e:
+                        raise LifecycleError("VcpuPendingRemovedVcpu", "Error from API",
+                                             "The VM could not be resized", str(e)) from e
+            if desired_vcpus is not None:
+                cfg = replace(cfg, cpus=replace(cfg.cpus, boot_vcpus=desired_vcpus))
+            if desired_ram is not None:
+                cfg = replace(cfg, memory=replace(cfg.memory, size=desired_ram))
             self.config = cfg
+        if wait is None:
+            return HotplugOutcome(None)
+        deadline = time.monotonic() + wait
+        return HotplugOutcome(None, all(e.wait(max(0.0, deadline - time.monotonic())) for e in events))
 
     def add_device(self, device_type, device_config, wait: float | None = None) -> HotplugOutcome:
         """A device verb (vm.add-disk, ...). A created VM: the device is added to its config

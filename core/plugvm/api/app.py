@@ -96,6 +96,7 @@ class Api:
         self.vmm.create(config)
 
     def _resize(self, body, req):
+        wait = prefer_wait(req.get_header("Prefer"))
         where = Where("VmResize", json=True)
         try:
             j = JsonObject(body, where)
@@ -104,7 +105,7 @@ class Api:
             j.close()
         except ConfigError as e:
             raise ApiError(400, "Error from API", "The VM could not be resized", str(e)) from e
-        self.vmm.resize(*values)
+        return self._waited(self.vmm.resize(*values, wait=wait), wait, 204, None, pending={"resizing": True})
 
     def _add_device(self, device_type, body, req):
         wait = prefer_wait(req.get_header("Prefer"))
@@ -129,7 +130,7 @@ class Api:
         return self._waited(outcome, wait, 204, None, device_id)
 
     @staticmethod
-    def _waited(outcome, wait, status, body, removed=None):
+    def _waited(outcome, wait, status, body, removed=None, pending=None):
         """Without a wait, cloud-hypervisor's answer. With one: the same answer, saying the
         preference was applied, once the guest finished; 202 with what is still pending
         when the time ran out."""
@@ -137,7 +138,8 @@ class Api:
             return Reply(status, body)
         if outcome.done:
             return Reply(status, body, {"Preference-Applied": f"wait={wait:g}"})
-        pending = body if removed is None else {"id": removed, "pending_removal": True}
+        if pending is None:
+            pending = body if removed is None else {"id": removed, "pending_removal": True}
         return Reply(202, pending, {"Preference-Applied": f"wait={wait:g}"})
 
     # --- Falcon --------------------------------------------------------------------------
