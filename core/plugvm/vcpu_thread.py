@@ -13,6 +13,7 @@ from pathlib import Path
 import structlog
 
 from plugvm.kvm import exits
+from plugvm.thread_names import name_this_thread
 
 log = structlog.get_logger(__name__)
 KICK_SIGNAL = signal.SIGUSR1   # interrupts a vCPU's KVM_RUN; its handler does nothing
@@ -76,6 +77,7 @@ class VcpuThread(threading.Thread):
                     rflags=hex(regs.rflags), cr0=hex(sregs.cr0), cr3=hex(sregs.cr3))
 
     def run(self) -> None:
+        name_this_thread(self.name)
         try:
             self._loop()
         except Exception as e:  # a bug or a KVM failure: stop the VM, report, never hang

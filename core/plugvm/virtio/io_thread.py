@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import structlog
 
+from plugvm.thread_names import name_this_thread
+
 log = structlog.get_logger(__name__)
 
 
@@ -66,6 +68,7 @@ class IoThread:
         os.close(self._wake)
 
     def _run(self) -> None:
+        name_this_thread(self._thread.name)
         while not self._stopping:
             try:
                 events = self._epoll.poll()
