@@ -1,4 +1,4 @@
-"""Hotplug latency in the guest, plugvm against QEMU (a script, not a test).
+"""Hotplug latency in the guest, plugvm against QEMU (a script, not a test): disks and CPUs.
 
     .venv/bin/python bench/hotplug.py [--runs 5]
 
@@ -9,7 +9,10 @@ removed: plugvm through its API (vm.add-disk, vm.remove-device, as ch-remote sen
 them), QEMU through QMP (device_add virtio-blk-pci, device_del). Timed from just
 before the call to the guest seeing /sys/block/vda appear, and disappear: the guest
 polls every 10 ms and prints a marker the host reads on the serial console (the same
-console path for both). Prints min/median per VMM and the ratios; lab figures are
+console path for both). Then a CPU: plugvm's vm.resize from 1 to 2 vCPUs and back
+against QEMU's device_add of a host-x86_64-cpu and device_del, timed to
+/sys/devices/system/cpu/cpu1 appearing and disappearing (the guest ejects the CPU
+by itself in both). Prints min/median per VMM and the ratios; lab figures are
 TCG-emulated, so only the ratios mean anything.
 """
 
@@ -78,12 +81,18 @@ def timed(guest: Guest, test: str, action, call: str) -> float:
 
 def plugvm_runs(image: GuestImage, folder: Path, disk: Path, runs: int) -> dict[str, list[float]]:
     api = folder / "api.sock"
-    guest = Guest(plugvm_argv(image.quiet(), 1, "512M", ["--api-socket", str(api)]), image.quiet(),
+    guest = Guest(plugvm_argv(image.quiet(), "boot=1,max=2", "512M", ["--api-socket", str(api)]), image.quiet(),
                   folder / "logs", name="plugvm")
-    times: dict[str, list[float]] = {"add": [], "remove": []}
+    times: dict[str, list[float]] = {"add": [], "remove": [], "cpu-add": [], "cpu-remove": []}
     try:
         guest.wait_ready(300)
         for _ in range(runs):
+            times["cpu-add"].append(timed(guest, "[ -e /sys/devices/system/cpu/cpu1 ]",
+                                          lambda: api_put(api, "vm.resize", {"desired_vcpus": 2}), "plugvm cpu-add"))
+            times["cpu-remove"].append(timed(guest, "[ ! -e /sys/devices/system/cpu/cpu1 ]",
+                                             lambda: api_put(api, "vm.resize", {"desired_vcpus": 1}),
+                                             "plugvm cpu-remove"))
+            time.sleep(1)
             times["add"].append(timed(guest, "[ -e /sys/block/vda ]",
                                       lambda: api_put(api, "vm.add-disk", {"path": str(disk), "id": "bench"}),
                                       "plugvm add"))
@@ -99,14 +108,22 @@ def plugvm_runs(image: GuestImage, folder: Path, disk: Path, runs: int) -> dict[
 
 def qemu_runs(image: GuestImage, folder: Path, disk: Path, runs: int) -> dict[str, list[float]]:
     qmp_path = folder / "qmp.sock"
-    argv = qemu_argv(image.quiet(), cpus=1, machine="pc", extra=("-qmp", f"unix:{qmp_path},server=on,wait=off"))
+    argv = qemu_argv(image.quiet(), cpus="1,maxcpus=2", machine="pc",
+                     extra=("-qmp", f"unix:{qmp_path},server=on,wait=off"))
     guest = Guest(argv, image.quiet(), folder / "logs", name="qemu")
-    times: dict[str, list[float]] = {"add": [], "remove": []}
+    times: dict[str, list[float]] = {"add": [], "remove": [], "cpu-add": [], "cpu-remove": []}
     qmp = None
     try:
         guest.wait_ready(300)
         qmp = Qmp(qmp_path)
+        slot = next(c for c in qmp.execute("query-hotpluggable-cpus") if "qom-path" not in c)
         for i in range(runs):
+            times["cpu-add"].append(timed(guest, "[ -e /sys/devices/system/cpu/cpu1 ]",
+                                          lambda: qmp.execute("device_add", driver=slot["type"], id=f"cpu{i}",
+                                                              **slot["props"]), "qemu cpu-add"))
+            times["cpu-remove"].append(timed(guest, "[ ! -e /sys/devices/system/cpu/cpu1 ]",
+                                             lambda: qmp.execute("device_del", id=f"cpu{i}"), "qemu cpu-remove"))
+            qmp.wait_event("DEVICE_DELETED", device=f"cpu{i}")
             node = f"bench{i}"
             qmp.execute("blockdev-add", driver="raw", **{"node-name": node},
                         file={"driver": "file", "filename": str(disk)})
@@ -134,11 +151,11 @@ def in_guest(runs: int) -> None:
     results = {"plugvm": plugvm_runs(image, folder, disk, runs), "qemu": qemu_runs(image, folder, disk, runs)}
     for vmm, times in results.items():
         for kind, t in times.items():
-            print(f"{vmm:7s} hot-{kind:6s} to the guest seeing it: median {statistics.median(t):6.2f} s "
+            print(f"{vmm:7s} hot-{kind:10s} to the guest seeing it: median {statistics.median(t):6.2f} s "
                   f"(min {min(t):.2f}, {runs} runs)")
     for call, t in CALLS.items():
         print(f"{call:13s} call answered after: median {statistics.median(t):6.3f} s")
-    for kind in ("add", "remove"):
+    for kind in ("add", "remove", "cpu-add", "cpu-remove"):
         ratio = statistics.median(results["plugvm"][kind]) / statistics.median(results["qemu"][kind])
         print(f"ratio plugvm/qemu hot-{kind}: {ratio:.2f} (below 1: plugvm is faster)")
 

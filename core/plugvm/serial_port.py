@@ -3,9 +3,9 @@ virtio-console (--console) go and come from, in the modes off|null|tty|file=PATH
 
 The backends outlive each boot of the VM (a guest reboot builds a new UART and a new
 virtio-console and attaches them), so the terminal and the input thread stay as they were.
-plugvm's stdin has one reader for the whole process (_Stdin); the config lets at most one
-console be tty (config/console.py check_pair), and the device attached to that one gets
-what is typed.
+plugvm's stdin has one reader for the whole process (_Stdin), and the device attached to
+the tty backend gets what is typed; when both are tty (cloud-hypervisor warns, and so
+does Consoles.configure) it is the serial port's.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from plugvm.config.console import DOUBLE_TTY
 from plugvm.host_files import open_path
 
 log = structlog.get_logger(__name__)
@@ -176,12 +177,16 @@ class Consoles:
         from the serial port to the console is released first."""
         wanted = {"serial": (config.serial.mode.value, config.serial.file),
                   "console": (config.console.mode.value, config.console.file)}
+        if wanted["serial"][0] == wanted["console"][0] == "tty":
+            log.warning(f"{DOUBLE_TTY}: both write to standard output; standard input goes to the serial port")
         stale = [name for name, mode_path in wanted.items()
                  if (backend := getattr(self, name)) is not None and (backend.mode, backend.path) != mode_path]
         for name in stale:
             getattr(self, name).close()
             setattr(self, name, None)
-        for name, (mode, path) in wanted.items():
+        # The console first: the last tty backend opened holds stdin, and with both on the
+        # tty the serial port, which works from the first instruction, should.
+        for name, (mode, path) in reversed(wanted.items()):
             if getattr(self, name) is None:
                 setattr(self, name, ConsoleBackend(mode, path, f"--{name}"))
 

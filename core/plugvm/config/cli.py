@@ -12,7 +12,7 @@ from pathlib import Path
 
 from plugvm import __version__
 from plugvm.config.api_socket import ApiSocketConfig, parse_api_socket
-from plugvm.config.console import check_pair, parse_console, parse_serial
+from plugvm.config.console import parse_console, parse_serial
 from plugvm.config.errors import ConfigError, Where
 from plugvm.config.cpus import CpusConfig
 from plugvm.config.memory import MemoryConfig
@@ -119,7 +119,6 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
     memory = MemoryConfig() if args.memory is None else MemoryConfig.parse(args.memory)
     serial = parse_serial("null" if args.serial is None else args.serial)
     console = parse_console("tty" if args.console is None else args.console)
-    check_pair(serial, console, Where("--console"))
     payload = PayloadConfig(kernel=_path("--kernel", args.kernel), initramfs=_path("--initramfs", args.initramfs),
                             cmdline=args.cmdline)
     payload.validate(CLI_NAMES)

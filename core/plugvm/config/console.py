@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugvm import device_config      # the module, not its names: it imports plugvm.config itself
+
 from plugvm.config.errors import Where
 from plugvm.config.json_fields import ChEnum, JsonObject
 from plugvm.config.options import Options
+
 
 
 class ConsoleMode(ChEnum):
@@ -35,8 +37,9 @@ PATH_KEYS = ("file", "socket")
 # ch's virtio-console also takes its PCI device's keys (PciDeviceCommonConfig::OPTIONS_IOMMU).
 PCI_KEYS = ("iommu", "id", "pci_segment", "pci_device_id")
 SERIAL_MODES = CONSOLE_MODES = (ConsoleMode.OFF, ConsoleMode.NULL, ConsoleMode.TTY, ConsoleMode.FILE)
-# ch ≤ v36 refused this pair (ValidationError::DoubleTtyMode); since v37 it only warns. plugvm
-# keeps the refusal: plugvm's stdin then has one reader, and the guest's input one destination.
+# ch ≤ v36 refused this pair (ValidationError::DoubleTtyMode); since v37 it only warns, and so
+# does plugvm when it opens them (serial_port.Consoles): both write to stdout, and what is
+# typed goes to the serial port.
 DOUBLE_TTY = "Console mode tty specified for both serial and console"
 
 
@@ -110,13 +113,6 @@ def console_from_json(j: JsonObject) -> VirtioConsoleConfig:
     j.close()
     config.validate(j.where, CONSOLE_MODES)
     return config
-
-
-def check_pair(serial: ConsoleConfig, console: ConsoleConfig, where: Where) -> None:
-    """What ch's VmConfig::validate checked across the two (DoubleTtyMode, up to v36)."""
-    if serial.mode is ConsoleMode.TTY and console.mode is ConsoleMode.TTY:
-        raise where.error(f"{DOUBLE_TTY} (one of them must not be tty, e.g. "
-                          f"{'console mode Off' if where.json else '--console off'})")
 
 
 def _parse(options: Options, where: Where) -> dict:

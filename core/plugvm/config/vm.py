@@ -67,10 +67,6 @@ class VmConfig:
             devices=devices,
         )
 
-    def __post_init__(self):
-        # Checked here, so the CLI, vm.create and any other maker of a VmConfig all refuse it.
-        consoles.check_pair(self.serial, self.console, JSON)
-
     def to_json(self) -> dict:
         """The JSON body ch would send for this VM, which from_json() reads back unchanged."""
         return {"cpus": self.cpus.to_json(), "memory": self.memory.to_json(), "payload": self.payload.to_json(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from plugvm.testing.guest_image import GuestImage
 
 
-def qemu_argv(image: GuestImage, *, cpus: int = 1, memory: str = "512M", machine: str = "q35",
+def qemu_argv(image: GuestImage, *, cpus: int | str = 1, memory: str = "512M", machine: str = "q35",
               cmdline: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     """QEMU with KVM, the guest's console on stdio, and no devices but the machine's own.
 
