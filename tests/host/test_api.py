@@ -396,3 +396,36 @@ def test_a_vm_created_after_delete_writes_its_own_serial_file(plugvm, kernel, tm
             time.sleep(0.05)
         assert plugvm.put("vm.delete").status_code == 204
     assert (tmp_path / "s1.txt").read_text().count("tiny guest up") == 1
+
+
+def test_a_204_keeps_the_connection_open_for_the_next_request(plugvm, kernel, tmp_path):
+    # waitress closes HTTP/1.1 answers without Content-Length, 204s included; clients that
+    # reuse connections (Kata's Go client) must find it open after cloud-hypervisor's 204s.
+    import socket as sockets
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path)).status_code == 204
+    with sockets.socket(sockets.AF_UNIX) as s:
+        s.connect(str(plugvm.socket))
+        s.settimeout(10)
+        reader = s.makefile("rb")
+
+        def ask(request: bytes) -> tuple[bytes, dict]:
+            s.sendall(request)
+            status = reader.readline()
+            headers = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            reader.read(int(headers.get("content-length", 0)))
+            return status, headers
+
+        status, headers = ask(b"PUT /api/v1/vm.boot HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 204") and headers.get("connection") != "close", headers
+        wait_serial(tmp_path, 1)
+        status, headers = ask(b"PUT /api/v1/vm.pause HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 204") and "connection" not in headers
+        status, headers = ask(b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200")
+        # A client that asks to close still gets its close.
+        status, headers = ask(b"PUT /api/v1/vm.resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 204") and headers.get("connection") == "close"
+        assert reader.read() == b""

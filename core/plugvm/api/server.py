@@ -18,6 +18,9 @@ import threading
 
 import structlog
 import waitress
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+from waitress.task import WSGITask
 
 from plugvm.api.app import MAX_BODY
 from plugvm.errors import PlugvmError
@@ -30,6 +33,30 @@ WAITRESS_BODY_LIMIT = 4 * MAX_BODY
 # hundred idle clients take the API away for channel_timeout, 120 s). An idle
 # connection costs an fd and no thread: requests reach a thread only when complete.
 CONNECTION_LIMIT = 1000
+
+
+class _KeepAliveTask(WSGITask):
+    """waitress (3.0) closes every HTTP/1.1 response that has no Content-Length, 204s
+    included, which must not have one (RFC 9110 §8.6): each of cloud-hypervisor's many
+    204s would cost its client a new connection, and a client that reuses connections
+    (Kata's Go client) a failed request. A body-less answer keeps the connection open
+    unless the client or the app asked to close it."""
+
+    def build_response_header(self):
+        keep = (not self.has_body and self.version == "1.1" and not self.close_on_finish
+                and self.request.headers.get("CONNECTION", "").lower() != "close"
+                and not any(name.lower() == "connection" for name, _ in self.response_headers))
+        if not keep:
+            return super().build_response_header()
+        self.set_close_on_finish = lambda: None         # what the missing Content-Length would do
+        try:
+            return super().build_response_header()
+        finally:
+            del self.set_close_on_finish
+
+
+class _Channel(HTTPChannel):
+    task_class = _KeepAliveTask
 
 
 class ApiSocketError(PlugvmError, OSError):
@@ -89,6 +116,10 @@ class ApiServer:
             self.server = waitress.create_server(app, sockets=[self.sock], threads=threads, ident="plugvm",
                                                  max_request_body_size=WAITRESS_BODY_LIMIT, clear_untrusted_proxy_headers=True,
                                                  connection_limit=CONNECTION_LIMIT)
+            served_map = getattr(self.server, "map", None) or getattr(self.server, "_map", {})
+            for served in {self.server, *served_map.values()}:
+                if isinstance(served, BaseWSGIServer):
+                    served.channel_class = _Channel
         except Exception:
             self.sock.close()
             self._release()
