@@ -49,6 +49,9 @@ def _check(fields: dict, where: Where) -> dict:
             raise where.error("id is empty")
         if fields["id"].startswith("__"):
             raise where.bad("id", fields["id"], "may not start with '__' (reserved for built-in devices)")
+        if fields["id"].startswith("_virtio-pci-"):
+            raise where.bad("id", fields["id"], "may not start with '_virtio-pci-' (the device tree's name for a "
+                            "device's PCI node)")
     if fields["iommu"]:
         raise where.error("iommu=on is not supported (plugvm has no virtual IOMMU)")
     if fields["pci_segment"] != 0:

@@ -20,6 +20,7 @@ from enum import StrEnum
 import structlog
 
 from plugvm import __version__, plugins
+from plugvm.config.errors import ConfigError
 from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, UnknownDeviceError
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
@@ -287,7 +288,11 @@ class Vmm:
             self._need_config()
             self._check_unique(device_type, device_config)
             if self.machine is None:
-                self.config = self._with_device(self.config, device_type, device_config)
+                try:
+                    self.config = self._with_device(self.config, device_type, device_config)
+                except ConfigError as e:
+                    raise LifecycleError("InvalidConfig", "Error from API", "The device could not be added",
+                                         str(e)) from e
                 return HotplugOutcome(None)
             if not device_type.api_verb:
                 raise LifecycleError("HotplugNotAllowed", "Error from API", "The device could not be added",
@@ -341,6 +346,7 @@ class Vmm:
     def _device_ids(self) -> set[str]:
         ids = {getattr(c, "id", None) for value in self.config.devices.values()
                for c in (value if isinstance(value, tuple) else (value,))}
+        ids.add(getattr(self.config.console, "id", None))
         if self.machine is not None:
             ids |= set(self.machine.devices.devices)     # a removal still pending keeps its id
         return ids - {None}

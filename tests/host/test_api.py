@@ -429,3 +429,43 @@ def test_a_204_keeps_the_connection_open_for_the_next_request(plugvm, kernel, tm
         status, headers = ask(b"PUT /api/v1/vm.resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 204") and headers.get("connection") == "close"
         assert reader.read() == b""
+
+
+def test_configs_that_would_only_fail_at_boot_are_refused_at_create(plugvm, kernel, tmp_path):
+    image = tmp_path / "d.img"
+    image.write_bytes(bytes(1 << 20))
+    disk = {"path": str(image), "readonly": True}
+    cases = [
+        (409, {"disks": [{**disk, "id": "a"}, {**disk, "id": "a"}]}, "used twice"),
+        (409, {"disks": [{**disk, "id": "a"}], "console": {"mode": "Null", "id": "a"}}, "used twice"),
+        (400, {"disks": [{**disk, "pci_device_id": 3}, {**disk, "pci_device_id": 3}]}, "pci_device_id 3"),
+        (400, {"disks": [disk] * 31}, "31 slots"),
+        (400, {"disks": [{**disk, "id": "_virtio-pci-x"}]}, "_virtio-pci-"),
+    ]
+    for status, extra, message in cases:
+        refused = plugvm.put("vm.create", vm_body(kernel, tmp_path, **extra))
+        assert refused.status_code == status, (extra, refused.text)
+        assert message in errors(refused)[-1]
+        assert plugvm.get("vm.info").status_code == 404          # nothing was created
+    # Cold adds are held to the same rules.
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path, disks=[disk] * 29)).status_code == 204
+    assert plugvm.put("vm.add-disk", disk).status_code == 204       # the 31st PCI device with the console
+    refused = plugvm.put("vm.add-disk", disk)
+    assert refused.status_code == 400 and "31 slots" in errors(refused)[-1]
+    assert plugvm.put("vm.add-disk", {**disk, "id": "__console"}).status_code == 400
+
+
+def test_a_request_pipelined_after_a_204_is_answered(plugvm, kernel, tmp_path):
+    import socket as sockets
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path)).status_code == 204
+    with sockets.socket(sockets.AF_UNIX) as s:
+        s.connect(str(plugvm.socket))
+        s.settimeout(10)
+        s.sendall(b"PUT /api/v1/vm.boot HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                  b"GET /api/v1/vm.info HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2 or not received.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 204") and b"HTTP/1.1 200" in received and b'"Running"' in received

@@ -16,7 +16,7 @@ import structlog
 
 from plugvm.api import json_body
 from plugvm.config import ConfigError
-from plugvm.config.errors import Where
+from plugvm.config.errors import DuplicateIdError, Where
 from plugvm.config.json_fields import JsonObject
 from plugvm.config.vm import VmConfig
 from plugvm.vmm import LifecycleError
@@ -92,7 +92,8 @@ class Api:
         try:
             config = VmConfig.from_json(body, self.vmm.registry)
         except ConfigError as e:
-            raise ApiError(400, "Error from API", "The VM could not be created", str(e)) from e
+            status = 409 if isinstance(e, DuplicateIdError) else 400
+            raise ApiError(status, "Error from API", "The VM could not be created", str(e)) from e
         self.vmm.create(config)
 
     def _resize(self, body, req):

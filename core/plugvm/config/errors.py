@@ -55,3 +55,8 @@ class Where:
     def inner(self, name: str) -> Where:
         """The JSON object nested under field `name` (`cpus.topology`)."""
         return Where(f"{self.option}.{self.key(name)}", json=self.json)
+
+
+class DuplicateIdError(ConfigError):
+    """Two devices of one VM config have the same id (cloud-hypervisor's
+    IdentifierNotUnique, which its API answers with 409)."""

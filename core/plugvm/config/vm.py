@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from plugvm.config import console as consoles
 from plugvm.config.console import ConsoleConfig, ConsoleMode, VirtioConsoleConfig
 from plugvm.config.cpus import CpusConfig
-from plugvm.config.errors import Where
+from plugvm.config.errors import ConfigError, DuplicateIdError, Where
 from plugvm.config.json_fields import JsonObject
 from plugvm.config.memory import MemoryConfig
 from plugvm.config.payload import PayloadConfig
 
 JSON = Where("VmConfig", json=True)
+PCI_SLOTS = 32         # per segment; slot 0 is the host bridge (pci/segment.py)
 _ABSENT = object()     # a part left out of the body (null is refused: ch's parts are not Options)
 
 
@@ -31,6 +32,31 @@ class VmConfig:
     console: VirtioConsoleConfig = field(default_factory=VirtioConsoleConfig)
     # Plugin devices by their type's config_key ("disks" → a tuple of configs; "rng" → one config).
     devices: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Here, so that the CLI, vm.create and a cold vm.add-* all refuse what would only
+        # fail at boot.
+        configs = [c for value in self.devices.values() for c in (value if isinstance(value, tuple) else (value,))]
+        configs.append(self.console)
+        seen: dict[str, int] = {}
+        for c in configs:
+            device_id = getattr(c, "id", None)
+            if device_id is not None:
+                if device_id in seen:
+                    raise DuplicateIdError(f"VmConfig: the device id {device_id!r} is used twice "
+                                           f"(IdentifierNotUnique)")
+                seen[device_id] = 1
+        slots: set[int] = set()
+        for c in configs:
+            slot = getattr(c, "pci_device_id", None)
+            if slot is not None:
+                if slot in slots:
+                    raise ConfigError(f"VmConfig: pci_device_id {slot} is given to two devices")
+                slots.add(slot)
+        pci = [c for c in configs if getattr(c, "mode", None) != ConsoleMode.OFF]
+        if len(pci) > PCI_SLOTS - 1:
+            raise ConfigError(f"VmConfig: {len(pci)} PCI devices do not fit the {PCI_SLOTS - 1} slots of "
+                              f"segment 0")
 
     @classmethod
     def from_json(cls, body: object, registry=None) -> VmConfig:
