@@ -469,3 +469,32 @@ def test_a_request_pipelined_after_a_204_is_answered(plugvm, kernel, tmp_path):
             assert chunk, received
             received += chunk
     assert received.startswith(b"HTTP/1.1 204") and b"HTTP/1.1 200" in received and b'"Running"' in received
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GARBAGE\r\n\r\n", 400),                                                   # a malformed request line
+    (b"PUT /api/v1/vm.boot HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"PUT /api/v1/vm.boot HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n", 431),
+    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", None),
+])
+def test_errors_the_server_answers_itself_have_ch_s_shape(plugvm, request_bytes, status):
+    import socket as sockets
+    with sockets.socket(sockets.AF_UNIX) as s:
+        s.connect(str(plugvm.socket))
+        s.settimeout(10)
+        s.sendall(request_bytes)
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), None)
+            if length is not None and len(body) >= length:
+                break
+    head, _, body = received.partition(b"\r\n\r\n")
+    code = int(head.split()[1])
+    assert code == status if status is not None else 400 <= code < 500, head
+    assert b"content-type: application/json" in head.lower(), head
+    messages = json.loads(body)
+    assert isinstance(messages, list) and all(isinstance(m, str) for m in messages), body

@@ -213,4 +213,13 @@ def create_app(vmm) -> falcon.App:
     """The WSGI app; every path goes through Api (cloud-hypervisor's 404/400 rules, not Falcon's)."""
     app = falcon.App(media_type="application/json")
     app.add_sink(Api(vmm), prefix="/")
+    app.set_error_serializer(_ch_error)
     return app
+
+
+def _ch_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """What Falcon answers itself (a request no sink takes, such as `OPTIONS *`) in
+    cloud-hypervisor's error shape rather than Falcon's {"title": ...}."""
+    chain = ["Error from API", error.title + (f": {error.description}" if error.description else "")]
+    resp.data = json.dumps(chain).encode()
+    resp.content_type = "application/json"

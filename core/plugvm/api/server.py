@@ -10,6 +10,7 @@ caller passed in. No TCP.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import resource
 import socket
@@ -20,7 +21,7 @@ import structlog
 import waitress
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
-from waitress.task import WSGITask
+from waitress.task import ErrorTask, WSGITask
 
 from plugvm.api.app import MAX_BODY
 from plugvm.errors import PlugvmError
@@ -55,8 +56,24 @@ class _KeepAliveTask(WSGITask):
             del self.set_close_on_finish
 
 
+class _JsonErrorTask(ErrorTask):
+    """The errors waitress answers itself (a malformed request line, a bad Content-Length,
+    headers or a body too large, a transfer coding it lacks) in cloud-hypervisor's shape,
+    a JSON array of strings, instead of waitress's text/plain page."""
+
+    def execute(self):
+        error = self.request.error
+        body = json.dumps(["Error from API", f"{error.reason}: {error.body}"]).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        self.set_close_on_finish()          # the request could not be read: the stream is lost
+        self.content_length = len(body)
+        self.write(body)
+
+
 class _Channel(HTTPChannel):
     task_class = _KeepAliveTask
+    error_task_class = _JsonErrorTask
 
 
 class ApiSocketError(PlugvmError, OSError):
