@@ -55,6 +55,10 @@ def legacy_routes() -> list[tuple[int, str, int]]:
     return routes
 
 
+class AffinityError(PlugvmError, ValueError):
+    """--cpus affinity names host CPUs this process may not run on."""
+
+
 class CpuRemovalPending(PlugvmError, RuntimeError):
     """A resize while the guest has not ejected the CPUs an earlier one removed."""
 
@@ -136,6 +140,12 @@ class Machine:
         self.devices.attach_boot_devices()
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
+        usable = os.sched_getaffinity(0)
+        for pin in cfg.cpus.affinity or ():
+            missing = sorted(set(pin.host_cpus) - usable)
+            if missing:
+                raise AffinityError(f"--cpus affinity: vCPU {pin.vcpu}'s host CPUs {missing} are not CPUs plugvm "
+                                    f"may run on ({', '.join(map(str, sorted(usable)))})")
         # The GED and the hotplug registers go in the platform area, which cloud-hypervisor
         # fills top-down; only the AML says where they are.
         self.platform = platform = layout.platform_devices(cpuid.phys_bits(supported_cpuid))
@@ -227,7 +237,7 @@ class Machine:
         if desired > self.present:
             for index in range(self.present, desired):
                 vcpu = self.vcpus.get(index) or self._create_vcpu(index)
-                thread = VcpuThread(vcpu, self.pio, self.mmio, self.outcome)
+                thread = self._thread(index, vcpu)
                 self.threads[index] = thread
                 events.append(self.cpu_hotplug.insert(index))
                 thread.start()
@@ -240,6 +250,10 @@ class Machine:
             self.present = desired
             self.ged.notify(CPU_DEVICES_CHANGED)
         return events
+
+    def _thread(self, index: int, vcpu) -> VcpuThread:
+        pinned = {a.vcpu: a.host_cpus for a in self.config.cpus.affinity or ()}
+        return VcpuThread(vcpu, self.pio, self.mmio, self.outcome, pinned.get(index))
 
     def _eject_vcpu(self, index: int) -> None:
         """The guest ejected CPU `index` (on the vCPU thread that ran _EJ0): its thread
@@ -268,7 +282,7 @@ class Machine:
         self.outcome.set("reset")
 
     def start(self) -> None:
-        self.threads = {i: VcpuThread(v, self.pio, self.mmio, self.outcome) for i, v in self.vcpus.items()}
+        self.threads = {i: self._thread(i, v) for i, v in self.vcpus.items()}
         for t in list(self.threads.values()):
             t.start()
 

@@ -6,6 +6,7 @@ run in parallel; only exits to userspace take it.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -31,8 +32,9 @@ def describe_internal_error(exit: exits.InternalError, rip: int | None) -> str:
 class VcpuThread(threading.Thread):
     """Runs one vCPU until the machine stops it or the guest powers off, resets or fails."""
 
-    def __init__(self, vcpu, pio, mmio, outcome):
+    def __init__(self, vcpu, pio, mmio, outcome, host_cpus: tuple[int, ...] | None = None):
         super().__init__(name=f"vcpu{vcpu.index}", daemon=True)
+        self.host_cpus = host_cpus        # --cpus affinity: the host CPUs this thread may run on
         self.vcpu = vcpu
         self.pio = pio
         self.mmio = mmio
@@ -79,6 +81,8 @@ class VcpuThread(threading.Thread):
     def run(self) -> None:
         name_this_thread(self.name)
         try:
+            if self.host_cpus is not None:
+                os.sched_setaffinity(0, self.host_cpus)      # 0: this thread, on Linux
             self._loop()
         except Exception as e:  # a bug or a KVM failure: stop the VM, report, never hang
             log.exception("vcpu thread failed", vcpu=self.vcpu.index)

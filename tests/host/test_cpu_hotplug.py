@@ -86,3 +86,36 @@ def test_a_wait_for_a_guest_that_never_looks_runs_out_with_202(running):
     assert answer.status_code == 202 and answer.json() == {"resizing": True}
     assert 1 <= time.monotonic() - start < 10
     assert answer.headers["Preference-Applied"] == "wait=1"
+
+
+def test_affinity_pins_each_vcpu_thread_and_a_missing_host_cpu_is_refused(tmp_path):
+    kernel = tmp_path / "spin.bzImage"
+    kernel.write_bytes(bzimage(b"tiny guest up\n", poweroff=False))
+    p = Plugvm(tmp_path)
+    try:
+        host = sorted(os.sched_getaffinity(0))
+        body = vm_body(kernel, tmp_path, console={"mode": "Off"},
+                       cpus={"boot_vcpus": 1, "max_vcpus": 2, "affinity": [{"vcpu": 0, "host_cpus": [host[-1]]},
+                                                                            {"vcpu": 1, "host_cpus": [host[0]]}]})
+        assert p.put("vm.create", body).status_code == 204
+        assert p.put("vm.boot").status_code == 204
+        wait_serial(tmp_path, 1)
+
+        def allowed(name):
+            threads_become(p.proc.pid, sorted({"vcpu0", name}))
+            for task in os.listdir(f"/proc/{p.proc.pid}/task"):
+                with open(f"/proc/{p.proc.pid}/task/{task}/status") as f:
+                    status = dict(line.split(":\t", 1) for line in f if ":\t" in line)
+                if status["Name"].strip() == name:
+                    return status["Cpus_allowed_list"].strip()
+        assert allowed("vcpu0") == str(host[-1])
+        assert resize(p, 2).status_code == 204              # a hot-added vCPU is pinned too
+        assert allowed("vcpu1") == str(host[0])
+        assert p.put("vm.shutdown").status_code == 204 and p.put("vm.delete").status_code == 204
+        body["cpus"]["affinity"] = [{"vcpu": 0, "host_cpus": [4095]}]
+        assert p.put("vm.create", body).status_code == 204
+        refused = p.put("vm.boot")
+        assert refused.status_code == 500 and "4095" in errors(refused)[-1]
+        assert p.get("vm.info").json()["state"] == "Created"
+    finally:
+        p.close()

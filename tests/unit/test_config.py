@@ -99,8 +99,8 @@ def test_configs_are_frozen(kernel):
 
 def test_every_key_is_parsed_and_stored(bzimage, initramfs, tmp_path):
     vm = vm_of(bzimage, "--initramfs", str(initramfs), "--cmdline", "console=ttyS0 panic=-1",
-               "--cpus", "boot=2,max=4,topology=1:2:1:2,kvm_hyperv=on,max_phys_bits=40,"
-                         "affinity=[0@[0-3],1@[4,6]],features=[amx],nested=off,core_scheduling=vcpu",
+               "--cpus", "boot=2,max=4,topology=1:2:1:2,kvm_hyperv=off,max_phys_bits=40,"
+                         "affinity=[0@[0-3],1@[4,6]],features=[],nested=off,core_scheduling=vm",
                "--memory", "size=1G,mergeable=off,shared=on,hugepages=on,hugepage_size=2M,"
                            "hotplug_method=virtio-mem,hotplug_size=4G,hotplugged_size=512M,prefault=on,"
                            "reserve=on,thp=off",
@@ -108,9 +108,9 @@ def test_every_key_is_parsed_and_stored(bzimage, initramfs, tmp_path):
     assert vm.payload == PayloadConfig(bzimage, initramfs, "console=ttyS0 panic=-1")
     assert vm.cpus.boot_vcpus == 2 and vm.cpus.max_vcpus == 4
     assert vm.cpus.topology == CpuTopology(threads_per_core=1, cores_per_die=2, dies_per_package=1, packages=2)
-    assert vm.cpus.kvm_hyperv and vm.cpus.max_phys_bits == 40 and not vm.cpus.nested
+    assert not vm.cpus.kvm_hyperv and vm.cpus.max_phys_bits == 40 and not vm.cpus.nested
     assert vm.cpus.affinity == (CpuAffinity(0, (0, 1, 2, 3)), CpuAffinity(1, (4, 6)))
-    assert vm.cpus.features.amx and vm.cpus.core_scheduling is CoreScheduling.VCPU
+    assert not vm.cpus.features.amx and vm.cpus.core_scheduling is CoreScheduling.VM
     assert vm.memory == MemoryConfig(size=1 * G, mergeable=False, hotplug_method=HotplugMethod.VIRTIO_MEM,
                                      hotplug_size=4 * G, hotplugged_size=512 * M, shared=True, hugepages=True,
                                      hugepage_size=2 * M, prefault=True, reserve=True, thp=False)
@@ -131,7 +131,14 @@ def test_sizes(kernel, text, size):
 @pytest.mark.parametrize("text, value", [("on", True), ("off", False), ("true", True), ("false", False),
                                          ("ON", True), ("False", False)])
 def test_toggles(kernel, text, value):
-    assert vm_of(kernel, "--cpus", f"kvm_hyperv={text}").cpus.kvm_hyperv is value
+    assert vm_of(kernel, "--cpus", f"nested={text}").cpus.nested is value
+
+
+@pytest.mark.parametrize("value, key", [("kvm_hyperv=on", "kvm_hyperv"), ("features=[amx]", "features"),
+                                        ("core_scheduling=vcpu", "core_scheduling"),
+                                        ("core_scheduling=off", "core_scheduling")])
+def test_cpu_options_plugvm_does_not_apply_are_refused_unless_default(kernel, value, key):
+    refused(["--kernel", str(kernel), "--cpus", value], "--cpus", key, "not supported")
 
 
 def test_an_empty_value_means_not_given_as_in_ch(kernel):
@@ -376,8 +383,8 @@ def test_json_round_trip_of_the_defaults(kernel):
 
 def test_json_round_trip_of_every_field(bzimage, initramfs, tmp_path):
     vm = vm_of(bzimage, "--initramfs", str(initramfs), "--cmdline", "console=ttyS0",
-               "--cpus", "boot=2,max=4,topology=2:1:1:2,kvm_hyperv=on,max_phys_bits=39,affinity=[1@[2-3]],"
-                         "features=[amx],nested=off,core_scheduling=off",
+               "--cpus", "boot=2,max=4,topology=2:1:1:2,kvm_hyperv=off,max_phys_bits=39,affinity=[1@[2-3]],"
+                         "features=[],nested=off,core_scheduling=vm",
                "--memory", "size=2G,hotplug_method=virtio-mem,hotplug_size=1G,hotplugged_size=256M,hugepages=on,"
                            "hugepage_size=1G,prefault=on,thp=off",
                "--serial", f"file={tmp_path / 'com1'}")

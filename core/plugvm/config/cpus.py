@@ -94,6 +94,15 @@ class CpusConfig:
                 raise where.bad("topology", str(t), f"has more than {MAX_THREADS_PER_CORE} threads per core")
             if t.vcpus != self.max_vcpus:
                 raise where.bad("topology", str(t), f"makes {t.vcpus} vCPU(s), but {most}={self.max_vcpus}")
+        # Accepted by ch and not (yet) applied by plugvm: refused unless at the default,
+        # rather than shown in vm.info and silently ignored.
+        if self.kvm_hyperv:
+            raise where.bad("kvm_hyperv", "on", "is not supported (plugvm offers no Hyper-V enlightenments)")
+        if self.features.amx:
+            raise where.bad("features", "amx", "is not supported (plugvm does not give guests AMX state)")
+        if self.core_scheduling is not CoreScheduling.VM:
+            raise where.bad("core_scheduling", self.core_scheduling.value,
+                            "is not supported (plugvm sets no core scheduling cookies; only the default is accepted)")
         seen: set[int] = set()
         for a in self.affinity or ():
             if a.vcpu >= self.max_vcpus:
