@@ -9,19 +9,9 @@ import time
 import pytest
 from api_clients import curl, remote
 
+from plugvm.testing.threads import vcpu_threads
+
 pytestmark = pytest.mark.lab
-
-
-def vcpu_threads(pid):
-    """Host threads named vcpu<N>, as cloud-hypervisor's tests count them."""
-    names = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                names.append(f.read().strip())
-        except FileNotFoundError:
-            pass            # a thread that just ended
-    return sorted(n for n in names if n.startswith("vcpu"))
 
 
 def online(guest):

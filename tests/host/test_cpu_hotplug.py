@@ -8,27 +8,9 @@ import time
 
 import pytest
 
+from plugvm.testing.threads import threads_become, vcpu_threads
 from plugvm.testing.tiny_kernel import bzimage
 from test_api import Plugvm, errors, vm_body, wait_serial
-
-
-def vcpu_threads(pid):
-    names = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                names.append(f.read().strip())
-        except FileNotFoundError:
-            pass
-    return sorted(n for n in names if n.startswith("vcpu"))
-
-
-def threads_become(pid, expected, seconds=5):
-    """The vcpu threads once they have started and named themselves."""
-    deadline = time.monotonic() + seconds
-    while vcpu_threads(pid) != expected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return vcpu_threads(pid)
 
 
 @pytest.fixture
