@@ -3,7 +3,6 @@ cloud-hypervisor's test_cpu_hotplug (notes §4), and a resize loop as orchestrat
 drive it, retrying 429s."""
 
 import json
-import os
 import time
 
 import pytest
