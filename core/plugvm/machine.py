@@ -18,6 +18,7 @@ from plugvm.boot.cpu_state import setup_boot_vcpu
 from plugvm.boot.loader import load_kernel
 from plugvm.bus import Bus
 from plugvm.cpu import cpuid, lapic, msrs
+from plugvm.cpu.topology import Topology
 from plugvm.devices.acpi_pm import PmTimer, SleepResetRegister
 from plugvm.devices.cmos import Cmos
 from plugvm.devices.i8042 import I8042
@@ -161,13 +162,14 @@ class Machine:
         self.cpu_hotplug = CpuHotplugController(max_vcpus, boot, self._eject_vcpu)
         self.mmio.insert(platform["cpu_hotplug"], CPU_HOTPLUG_SIZE, self.cpu_hotplug)
         # The _MAT of each CPU is its MADT structure, Enabled: the two must agree.
+        apic_ids = Topology.of(cfg.cpus.topology, max_vcpus).apic_ids(max_vcpus)
         cpu_aml = cpu_hotplug_aml(platform["cpu_hotplug"], max_vcpus,
-                                  lambda i: processor_entry(i, boot_cpus=max_vcpus).to_bytes())
+                                  lambda i: processor_entry(i, max_vcpus, apic_ids[i]).to_bytes())
         # cloud-hypervisor's DSDT order: the device manager's (PCI, GED), then the CPUs'.
         fragments = (*pci_aml, *ged_aml(platform["ged"], GED_GSI, cpus=True, pci=True), *cpu_aml)
         tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
                                                  limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off",
-                                                 dsdt_fragments=fragments, extra_tables=(mcfg,)))
+                                                 dsdt_fragments=fragments, extra_tables=(mcfg,), apic_ids=apic_ids))
         self.memory.write(tables.rsdp_addr, tables.blob)
         reset_vector.install(self.memory)
         payload = cfg.payload
@@ -182,9 +184,12 @@ class Machine:
     def _create_vcpu(self, index: int):
         """A KVM vCPU configured as every one is at boot: CPUID with its APIC id and the
         topology, MSRs, LINT0/1, FPU. All but CPU 0 wait for the guest's INIT-SIPI."""
-        vcpu = self.vm.create_vcpu(index)
+        cpus = self.config.cpus
+        topology = Topology.of(cpus.topology, cpus.max_vcpus)
+        apic_id = topology.apic_id(index)
+        vcpu = self.vm.create_vcpu(index, apic_id)
         self.vcpus[index] = vcpu
-        vcpu.set_cpuid(cpuid.for_vcpu(self._supported_cpuid, index, self.config.cpus.max_vcpus))
+        vcpu.set_cpuid(cpuid.for_vcpu(self._supported_cpuid, apic_id, cpus.max_vcpus, topology))
         try:
             vcpu.set_msrs(msrs.BOOT_MSRS)
         except KvmError as e:

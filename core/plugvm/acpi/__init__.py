@@ -31,7 +31,8 @@ class AcpiPlatform:
     """What the tables describe. dsdt_fragments are AML objects from other components,
     appended to the platform's own; extra_tables are complete SDTs (bytes, or objects
     with to_bytes()) listed in the XSDT after FACP and APIC, with distinct signatures.
-    com1 says whether the DSDT declares the serial port (absent with --serial off)."""
+    com1 says whether the DSDT declares the serial port (absent with --serial off);
+    apic_ids[i] is CPU i's APIC id (plugvm.cpu.topology), the index when empty."""
 
     boot_cpus: int
     max_cpus: int
@@ -40,6 +41,7 @@ class AcpiPlatform:
     dsdt_fragments: tuple = ()
     extra_tables: tuple = ()
     com1: bool = True
+    apic_ids: tuple = ()
 
     def __post_init__(self):
         if not 1 <= self.boot_cpus <= self.max_cpus:
@@ -80,7 +82,7 @@ def build(platform: AcpiPlatform) -> AcpiImage:
     tables = {"DSDT": Dsdt(platform_fragments(platform.com1) + list(platform.dsdt_fragments)).to_bytes()}
     dsdt_addr = space.place(tables["DSDT"])
     tables["FACP"] = Fadt(dsdt_addr).to_bytes()
-    tables["APIC"] = Madt(platform.boot_cpus, platform.max_cpus).to_bytes()
+    tables["APIC"] = Madt(platform.boot_cpus, platform.max_cpus, apic_ids=platform.apic_ids or None).to_bytes()
     tables.update(extras)
     listed = [space.place(tables[sig]) for sig in ["FACP", "APIC", *extras]]
     tables["XSDT"] = Xsdt(listed).to_bytes()

@@ -97,7 +97,9 @@ class Vm(KvmFd):
         """Set the guest's kvmclock (resuming a paused VM where its clock stopped)."""
         self.ioctl("KVM_SET_CLOCK", ffi.new("struct kvm_clock_data *", {"clock": clock}))
 
-    def create_vcpu(self, index: int):
+    def create_vcpu(self, index: int, apic_id: int | None = None):
+        """vCPU `index` (its thread's name, vcpu<index>); KVM's vCPU id is its APIC id,
+        the index when not given."""
         from plugvm.kvm.vcpu import Vcpu
 
-        return Vcpu(self, index, self.ioctl("KVM_CREATE_VCPU", index))
+        return Vcpu(self, index, self.ioctl("KVM_CREATE_VCPU", index if apic_id is None else apic_id))
