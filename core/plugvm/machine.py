@@ -149,7 +149,12 @@ class Machine:
                                     f"may run on ({', '.join(map(str, sorted(usable)))})")
         # The GED and the hotplug registers go in the platform area, which cloud-hypervisor
         # fills top-down; only the AML says where they are.
-        self.platform = platform = layout.platform_devices(cpuid.phys_bits(supported_cpuid))
+        bits = cpuid.phys_bits(supported_cpuid, cfg.cpus.max_phys_bits)
+        if mem64_start + layout.PCI_MEM64_SIZE > layout.platform_area(bits)[0]:
+            raise layout.LayoutError(f"--cpus max_phys_bits: a {bits}-bit guest address space cannot hold the RAM, "
+                                     f"the memory hotplug area and the 64 GiB PCI window (they end at "
+                                     f"{mem64_start + layout.PCI_MEM64_SIZE:#x})")
+        self.platform = platform = layout.platform_devices(bits)
         self.pci_hotplug = PciHotplugController(1, self._eject)
         self.mmio.insert(platform["pci_hotplug"], PCI_HOTPLUG_SIZE, self.pci_hotplug)
         pci_aml = acpi.pci_segment_aml(0, layout.PCI_MMCONFIG_START,
@@ -189,7 +194,8 @@ class Machine:
         apic_id = topology.apic_id(index)
         vcpu = self.vm.create_vcpu(index, apic_id)
         self.vcpus[index] = vcpu
-        vcpu.set_cpuid(cpuid.for_vcpu(self._supported_cpuid, apic_id, cpus.max_vcpus, topology))
+        vcpu.set_cpuid(cpuid.limited(cpuid.for_vcpu(self._supported_cpuid, apic_id, cpus.max_vcpus, topology),
+                                     max_phys_bits=cpus.max_phys_bits, nested=cpus.nested))
         try:
             vcpu.set_msrs(msrs.BOOT_MSRS)
         except KvmError as e:

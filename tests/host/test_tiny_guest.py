@@ -111,3 +111,10 @@ def test_serial_tty_with_the_default_console_tty_warns_as_ch_does(tiny):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "tiny guest says hello\n"
     assert "Console mode tty specified for both serial and console" in proc.stderr
+
+
+def test_a_max_phys_bits_too_small_for_the_layout_is_one_line(tiny):
+    proc = plugvm("--kernel", str(tiny), "--memory", "size=64M", "--serial", "null", "--console", "off",
+                  "--cpus", "max_phys_bits=36")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "max_phys_bits" in proc.stderr and "36-bit" in proc.stderr

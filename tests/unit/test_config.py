@@ -661,3 +661,8 @@ def test_the_hotplug_guides_command_lines_parse_as_written(kernel, tmp_path):
         assert net.tap is None and net.ip is None and net.mac      # a vmtapN, a random MAC, as ch
         assert cli.vm.devices["rng"].src == Path("/dev/urandom")  # a bare --rng: the defaults
     assert parse_cli([*common, "--rng", "src=/dev/random"]).vm.devices["rng"].src == Path("/dev/random")
+
+
+@pytest.mark.parametrize("bits", [0, 31, 53, 255])
+def test_max_phys_bits_outside_32_to_52_is_refused(kernel, bits):
+    refused(["--kernel", str(kernel), "--cpus", f"max_phys_bits={bits}"], "--cpus", "max_phys_bits", "32 to 52")

@@ -228,3 +228,15 @@ def test_madt_without_ids_is_the_index_and_large_ids_use_x2apic():
 def test_madt_refuses_apic_ids_that_do_not_fit(ids):
     with pytest.raises(AcpiError, match="APIC ids"):
         Madt(1, 3, apic_ids=ids)
+
+
+def test_max_phys_bits_and_nested_off_are_applied_to_cpuid():
+    from plugvm.cpu.cpuid import SVM_BIT, VMX_BIT, limited, phys_bits
+    host = [(1, 0, 0, 0, 0, VMX_BIT | 1, 0), (0x8000_0001, 0, 0, 0, 0, SVM_BIT | 1, 0),
+            (0x8000_0008, 0, 0, 0x3030, 0, 0, 0)]                     # 48 physical bits
+    assert phys_bits(host) == 46 and phys_bits(host, 40) == 40 and phys_bits(host, 52) == 48
+    leaves = {e[0]: e for e in limited(host, max_phys_bits=40, nested=False)}
+    assert leaves[0x8000_0008][3] == 0x3028                         # virtual bits kept, physical 40
+    assert leaves[1][5] == 1 and leaves[0x8000_0001][5] == 1         # no VMX, no SVM
+    kept = {e[0]: e for e in limited(host)}
+    assert kept[1][5] & VMX_BIT and kept[0x8000_0001][5] & SVM_BIT and kept[0x8000_0008][3] == 0x302E

@@ -96,6 +96,8 @@ class CpusConfig:
                 raise where.bad("topology", str(t), f"makes {t.vcpus} vCPU(s), but {most}={self.max_vcpus}")
         # Accepted by ch and not (yet) applied by plugvm: refused unless at the default,
         # rather than shown in vm.info and silently ignored.
+        if not 32 <= self.max_phys_bits <= 52:
+            raise where.bad("max_phys_bits", self.max_phys_bits, "is not a guest physical address width (32 to 52)")
         if self.kvm_hyperv:
             raise where.bad("kvm_hyperv", "on", "is not supported (plugvm offers no Hyper-V enlightenments)")
         if self.features.amx:

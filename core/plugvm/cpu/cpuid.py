@@ -101,11 +101,30 @@ def for_vcpu(supported: list[Entry], apic_id: int, max_vcpus: int, topology: Top
 
 
 MAX_PHYS_BITS = 46      # cloud-hypervisor's default max_phys_bits
+VMX_BIT = 1 << 5        # leaf 1 ECX
+SVM_BIT = 1 << 2        # leaf 0x8000_0001 ECX
 
 
-def phys_bits(supported: list[Entry]) -> int:
-    """The guest's physical address width: the host's (leaf 0x80000008), at most 46."""
+def phys_bits(supported: list[Entry], max_phys_bits: int = MAX_PHYS_BITS) -> int:
+    """The guest's physical address width: the host's (leaf 0x80000008), at most
+    max_phys_bits (--cpus max_phys_bits, 46 by default as in cloud-hypervisor)."""
     for function, index, flags, eax, ebx, ecx, edx in supported:
         if function == 0x8000_0008:
-            return min(eax & 0xFF, MAX_PHYS_BITS)
-    return 36           # no leaf: the architectural minimum for long mode with PAE
+            return min(eax & 0xFF, max_phys_bits)
+    return min(36, max_phys_bits)      # no leaf: the architectural minimum for long mode with PAE
+
+
+def limited(entries: list[Entry], *, max_phys_bits: int = MAX_PHYS_BITS, nested: bool = True) -> list[Entry]:
+    """The guest's CPUID with the --cpus limits applied, as cloud-hypervisor applies them:
+    the physical address width (leaf 0x8000_0008 EAX[7:0]) at most max_phys_bits, and
+    with nested=off no VMX (leaf 1) and no SVM (0x8000_0001), so the guest runs no VMs."""
+    out = []
+    for function, index, flags, eax, ebx, ecx, edx in entries:
+        if function == 0x8000_0008:
+            eax = (eax & ~0xFF) | min(eax & 0xFF, max_phys_bits)
+        elif function == 1 and not nested:
+            ecx &= ~VMX_BIT
+        elif function == 0x8000_0001 and not nested:
+            ecx &= ~SVM_BIT
+        out.append((function, index, flags, eax, ebx, ecx, edx))
+    return out
