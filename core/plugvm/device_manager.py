@@ -197,9 +197,6 @@ class DeviceManager:
             attached.bar, attached.window = new, window
         log.info("BAR moved", id=attached.id, old=hex(old), new=hex(new))
 
-    def info(self, device_id: str) -> PciDeviceInfo:
-        return PciDeviceInfo(device_id, self._bdf(self.devices[device_id].slot))
-
     def request_removal(self, device_id: str) -> Attached:
         """Mark a device for removal and return it (the caller tells the guest). Raises
         UnknownDeviceError, RemovalPendingError or RemovalNotAllowedError, changing nothing."""
