@@ -58,6 +58,9 @@ class DeviceEnv:
 
     vm_config: object
     consoles: object = None     # the host ends of the VM's consoles (serial_port.Consoles)
+    # This boot's memory_hotplug.MemoryHotplug (None without hotplug_size): a method's own
+    # device (virtio-mem) is built from it.
+    memory_hotplug: object = None
 
 
 @dataclass(eq=False)
@@ -75,12 +78,14 @@ class Attached:
 
 
 class DeviceManager:
-    def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config, consoles=None):
+    def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config, consoles=None,
+                 memory_hotplug=None):
         self.vm, self.memory, self.mmio, self.router = vm, memory, mmio, router
         self.registry = registry
         self.segment = segment
         self.vm_config = vm_config
         self.consoles = consoles
+        self.memory_hotplug = memory_hotplug
         self.devices: dict[str, Attached] = {}
         self._counter = 0
         # Held for changes to `devices` and slots; an API thread adds and asks for
@@ -139,7 +144,7 @@ class DeviceManager:
             try:
                 window = self.segment.mem64 if bar_64bit else self.segment.mem32
                 bar = window.allocate(BAR0_SIZE, VIRTIO_BAR_ALIGNMENT)
-                device = device_type.create(config, DeviceEnv(self.vm_config, self.consoles))
+                device = device_type.create(config, DeviceEnv(self.vm_config, self.consoles, self.memory_hotplug))
                 transport = VirtioPciDevice(device, device_id, self.memory, self.vm, self.router, bar, bar_64bit)
                 device = None           # the transport owns it now
                 self.mmio.insert(bar, BAR0_SIZE, transport)

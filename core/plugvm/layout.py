@@ -50,9 +50,10 @@ PCI_MEM64_SIZE = 64 * GiB         # the 64-bit BAR window (cloud-hypervisor spli
                                   # address space; a fixed window keeps it inside any guest's phys bits)
 
 
-def pci_mem64_start(ram_end: int, hotplug_size: int) -> int:
-    """The 64-bit BAR window starts after RAM and the memory-hotplug area, 4 GiB aligned."""
-    top = max(RAM_64BIT_START, ram_end) + hotplug_size
+def pci_mem64_start(ram_top: int) -> int:
+    """The 64-bit BAR window starts after RAM and the memory-hotplug window (ram_top is
+    where the later ends), 4 GiB aligned."""
+    top = max(RAM_64BIT_START, ram_top)
     return (top + 4 * GiB - 1) // (4 * GiB) * (4 * GiB)
 
 
@@ -62,7 +63,8 @@ PLATFORM_AREA_SIZE = 1 * MiB      # PLATFORM_DEVICE_AREA_SIZE
 PLATFORM_AREA_GAP = 64 * KiB      # left free at the very top
 PLATFORM_PAGE = 4 * KiB
 # cloud-hypervisor's allocation order, top-down, a page each: memory hotplug (when its
-# method has registers), PCI hotplug, CPU hotplug, the GED.
+# method has registers: MEMORY_HOTPLUG goes first), PCI hotplug, CPU hotplug, the GED.
+MEMORY_HOTPLUG = "memory_hotplug"
 PLATFORM_DEVICES = ("pci_hotplug", "cpu_hotplug", "ged")
 
 

@@ -26,14 +26,16 @@ from plugvm.acpi.ged_aml import ged_aml
 from plugvm.acpi.cpu_aml import cpu_hotplug_aml
 from plugvm.acpi.madt import processor_entry
 from plugvm.devices.cpu_hotplug import REGISTERS_SIZE as CPU_HOTPLUG_SIZE, CpuHotplugController
-from plugvm.devices.ged import CPU_DEVICES_CHANGED, GED_SIZE, PCI_DEVICES_CHANGED, POWER_BUTTON_CHANGED, Ged
+from plugvm.devices.ged import (CPU_DEVICES_CHANGED, GED_SIZE, MEMORY_DEVICES_CHANGED, PCI_DEVICES_CHANGED,
+                                POWER_BUTTON_CHANGED, Ged)
 from plugvm.devices.pci_hotplug import REGISTERS_SIZE as PCI_HOTPLUG_SIZE, PciHotplugController
 from plugvm.devices.serial import Serial
 from plugvm.device_manager import DeviceManager
 from plugvm.errors import PlugvmError
 from plugvm.interrupts import InterruptRouter
 from plugvm.kvm import KvmError
-from plugvm.memory import GuestMemory
+from plugvm.memory import Backing, GuestMemory
+from plugvm.memory_hotplug import MemoryHotplugEnv
 from plugvm.pci.segment import PciSegment
 from plugvm.vcpu_thread import VcpuThread
 
@@ -98,6 +100,8 @@ class Machine:
         self.paused = False
         self.vm = kvm.create_vm()
         self.memory = None
+        self.memory_hotplug = None                   # this boot's memory_hotplug.MemoryHotplug (hotplug_size)
+        self._slots = 0                               # KVM memory slots used
         self.devices = None
         self.vcpus: dict[int, object] = {}           # CPU index → its KVM vCPU (never destroyed)
         self.present = 0                              # CPUs running now (0..present-1)
@@ -118,9 +122,9 @@ class Machine:
             # Emulation failures then report the instruction bytes (see vcpu_thread).
             vm.enable_cap("KVM_CAP_EXIT_ON_EMULATION_FAILURE", 1)
 
-        self.memory = GuestMemory(cfg.memory.size)
-        for slot, region in enumerate(self.memory.regions):
-            vm.map_memory(slot, region.guest_addr, region.mapping)
+        self.memory = GuestMemory(cfg.memory.size, backing=Backing.of(cfg.memory))
+        for region in self.memory.regions:
+            self._map(region)
 
         self.pio, self.mmio = Bus("pio"), Bus("mmio")
         if cfg.serial.mode != "off":
@@ -132,12 +136,40 @@ class Machine:
         self.pio.insert(layout.ACPI_SLEEP_PORT, 1, SleepResetRegister(self.request_poweroff, self.request_reset))
         self.pio.insert(layout.ACPI_PM_TIMER_PORT, 4, PmTimer())
 
-        mem64_start = layout.pci_mem64_start(self.memory.end, cfg.memory.hotplug_size or 0)
+        # A memory-hotplug method reserves its window after boot RAM; the 64-bit PCI
+        # window goes after that.
+        method = self._memory_method()
+        window = method.reserve(self.memory.boot_end, cfg.memory) if method is not None else None
+        mem64_start = layout.pci_mem64_start(window.end if window is not None else self.memory.boot_end)
+        # The GED and the hotplug registers go in the platform area, which cloud-hypervisor
+        # fills top-down; only the AML says where they are.
+        bits = cpuid.phys_bits(supported_cpuid, cfg.cpus.max_phys_bits)
+        if mem64_start + layout.PCI_MEM64_SIZE > layout.platform_area(bits)[0]:
+            raise layout.LayoutError(f"--cpus max_phys_bits: a {bits}-bit guest address space cannot hold the RAM, "
+                                     f"the memory hotplug area and the 64 GiB PCI window (they end at "
+                                     f"{mem64_start + layout.PCI_MEM64_SIZE:#x})")
+        with_registers = method is not None and method.registers_size > 0
+        if with_registers and method.registers_size > layout.PLATFORM_PAGE:
+            raise layout.LayoutError(f"memory hotplug method {method.name}: {method.registers_size} bytes of "
+                                     f"registers do not fit a {layout.PLATFORM_PAGE}-byte platform page")
+        self.platform = platform = layout.platform_devices(
+            bits, ((layout.MEMORY_HOTPLUG,) if with_registers else ()) + layout.PLATFORM_DEVICES)
+        self.ged = Ged(lambda: self._pulse(GED_GSI))
+        self.mmio.insert(platform["ged"], GED_SIZE, self.ged)
+        if method is not None:
+            self.memory_hotplug = method.attach(MemoryHotplugEnv(
+                memory=self.memory, config=cfg.memory, window=window,
+                registers_addr=platform[layout.MEMORY_HOTPLUG] if with_registers else None,
+                add_region=self._add_ram, notify_guest=lambda: self.ged.notify(MEMORY_DEVICES_CHANGED)))
+            if with_registers:
+                self.mmio.insert(platform[layout.MEMORY_HOTPLUG], method.registers_size,
+                                 self.memory_hotplug.registers)
+
         self.segment = PciSegment(0, mem64_start=mem64_start, mem64_size=layout.PCI_MEM64_SIZE)
         self.pio.insert(layout.PCI_CONFIG_IO_PORT, 8, self.segment.config_io)
         self.mmio.insert(layout.PCI_MMCONFIG_START, layout.PCI_MMCONFIG_SEGMENT_SIZE, self.segment.ecam)
         self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segment, cfg,
-                                     consoles=consoles)
+                                     consoles=consoles, memory_hotplug=self.memory_hotplug)
         self.devices.attach_boot_devices()
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
@@ -147,14 +179,6 @@ class Machine:
             if missing:
                 raise AffinityError(f"--cpus affinity: vCPU {pin.vcpu}'s host CPUs {missing} are not CPUs plugvm "
                                     f"may run on ({', '.join(map(str, sorted(usable)))})")
-        # The GED and the hotplug registers go in the platform area, which cloud-hypervisor
-        # fills top-down; only the AML says where they are.
-        bits = cpuid.phys_bits(supported_cpuid, cfg.cpus.max_phys_bits)
-        if mem64_start + layout.PCI_MEM64_SIZE > layout.platform_area(bits)[0]:
-            raise layout.LayoutError(f"--cpus max_phys_bits: a {bits}-bit guest address space cannot hold the RAM, "
-                                     f"the memory hotplug area and the 64 GiB PCI window (they end at "
-                                     f"{mem64_start + layout.PCI_MEM64_SIZE:#x})")
-        self.platform = platform = layout.platform_devices(bits)
         self.pci_hotplug = PciHotplugController(1, self._eject)
         self.mmio.insert(platform["pci_hotplug"], PCI_HOTPLUG_SIZE, self.pci_hotplug)
         pci_aml = acpi.pci_segment_aml(0, layout.PCI_MMCONFIG_START,
@@ -162,16 +186,17 @@ class Machine:
                                        (mem64_start, layout.PCI_MEM64_SIZE),
                                        hotplug_region=(platform["pci_hotplug"], PCI_HOTPLUG_SIZE))
         mcfg = acpi.Mcfg([(0, layout.PCI_MMCONFIG_START, 0, 0)])
-        self.ged = Ged(lambda: self._pulse(GED_GSI))
-        self.mmio.insert(platform["ged"], GED_SIZE, self.ged)
         self.cpu_hotplug = CpuHotplugController(max_vcpus, boot, self._eject_vcpu)
         self.mmio.insert(platform["cpu_hotplug"], CPU_HOTPLUG_SIZE, self.cpu_hotplug)
         # The _MAT of each CPU is its MADT structure, Enabled: the two must agree.
         apic_ids = Topology.of(cfg.cpus.topology, max_vcpus).apic_ids(max_vcpus)
         cpu_aml = cpu_hotplug_aml(platform["cpu_hotplug"], max_vcpus,
                                   lambda i: processor_entry(i, max_vcpus, apic_ids[i]).to_bytes())
-        # cloud-hypervisor's DSDT order: the device manager's (PCI, GED), then the CPUs'.
-        fragments = (*pci_aml, *ged_aml(platform["ged"], GED_GSI, cpus=True, pci=True), *cpu_aml)
+        memory_aml = self.memory_hotplug.aml() if self.memory_hotplug is not None else []
+        memory_scan = self.memory_hotplug is not None and self.memory_hotplug.ged_scan
+        # cloud-hypervisor's DSDT order: the device manager's (PCI, GED), the CPUs', the memory's.
+        fragments = (*pci_aml, *ged_aml(platform["ged"], GED_GSI, cpus=True, pci=True, memory=memory_scan),
+                     *cpu_aml, *memory_aml)
         tables = acpi.build(acpi.AcpiPlatform(boot_cpus=boot, max_cpus=max_vcpus, rsdp_addr=layout.RSDP_POINTER,
                                                  limit=reset_vector.RESET_VECTOR, com1=cfg.serial.mode != "off",
                                                  dsdt_fragments=fragments, extra_tables=(mcfg,), apic_ids=apic_ids))
@@ -209,6 +234,48 @@ class Machine:
         self.vm.irq_line(irq, 1)
         self.vm.irq_line(irq, 0)
 
+    # --- guest RAM ----------------------------------------------------------------------------
+
+    def _map(self, region) -> None:
+        self.vm.map_memory(self._slots, region.guest_addr, region.mapping)
+        region.slot = self._slots
+        self._slots += 1
+
+    def _memory_method(self):
+        """The memory-hotplug method of a VM with hotplug_size (None without)."""
+        memory = self.config.memory
+        if memory.hotplug_size is None:
+            return None
+        method = self.registry.memory_methods.get(memory.hotplug_method)
+        if method is None:          # the config was checked when parsed; a registry without it
+            from plugvm.plugins import PluginError, missing
+            raise PluginError(f"--memory hotplug_method={memory.hotplug_method}: "
+                              f"{missing('hotplug_method=' + memory.hotplug_method)}")
+        return method
+
+    def _add_ram(self, guest_addr: int, size: int):
+        """A memory-hotplug method's new RAM (MemoryHotplugEnv.add_region): mapped with
+        the VM's backing, given a KVM slot, then announced to the device plugins, all
+        before the guest hears of it. On failure nothing stays mapped."""
+        region = self.memory.add_region(guest_addr, size)
+        try:
+            self._map(region)
+        except BaseException:
+            self.memory.remove_region(region)
+            raise
+        devices = [a.transport.device for a in self.devices.devices.values()] if self.devices is not None else []
+        try:
+            self.registry.manager.hook.plugvm_memory_added(region=region, devices=devices)
+        except Exception:
+            log.exception("a plugin failed on new guest memory", addr=hex(guest_addr), size=size)
+        log.info("guest RAM added", addr=hex(guest_addr), size=size, slot=region.slot)
+        return region
+
+    def memory_actual_size(self) -> int:
+        if self.memory_hotplug is not None:
+            return self.memory_hotplug.actual_size()
+        return self.memory.size
+
     # --- PCI hotplug (the API's threads, and the vCPU that ejects) ------------------------------
 
     def add_device(self, device_type, config):
@@ -231,6 +298,15 @@ class Machine:
 
     # --- CPU hotplug --------------------------------------------------------------------------
 
+    def check_resize_vcpus(self, desired: int) -> None:
+        """Raise what resize_vcpus(desired) would raise before it changed anything."""
+        pending = self.cpu_hotplug.removing()
+        if pending:
+            raise CpuRemovalPending(f"the removal of CPU {', '.join(map(str, pending))} is still pending: the "
+                                    f"guest has not ejected it yet")
+        if not 1 <= desired <= self.config.cpus.max_vcpus:
+            raise ValueError(f"desired_vcpus={desired}")
+
     def resize_vcpus(self, desired: int) -> list[threading.Event]:
         """Make CPUs 0..desired-1 present. Up: create the vCPUs never created before (KVM
         cannot destroy one; a removed CPU's vCPU is reused), start their threads and mark
@@ -238,12 +314,7 @@ class Machine:
         ejects them. Then the GED's CPU bit. Returns one event per CPU changed, set once
         the guest has seen the new CPU (its _STA) or ejected the removed one. Raises
         CpuRemovalPending while an earlier removal is not ejected, changing nothing."""
-        pending = self.cpu_hotplug.removing()
-        if pending:
-            raise CpuRemovalPending(f"the removal of CPU {', '.join(map(str, pending))} is still pending: the "
-                                    f"guest has not ejected it yet")
-        if not 1 <= desired <= self.config.cpus.max_vcpus:
-            raise ValueError(f"desired_vcpus={desired}")
+        self.check_resize_vcpus(desired)
         events = []
         if desired > self.present:
             for index in range(self.present, desired):
@@ -355,6 +426,9 @@ class Machine:
         for vcpu in self.vcpus.values():
             vcpu.close()
         self.vcpus = {}
+        if self.memory_hotplug is not None:
+            self.memory_hotplug.close()
+            self.memory_hotplug = None
         if self.memory is not None:
             self.memory.close()
             self.memory = None

@@ -18,6 +18,18 @@ from plugvm import hookspecs
 from plugvm.errors import PlugvmError
 
 ENTRY_POINT_GROUP = "plugvm"
+# Where cloud-hypervisor's options and values live in plugvm when no installed plugin
+# provides them: named in errors only ("install plugvm-virtio-mem"), never used to load.
+HOMES = {"--disk": "plugvm-virtio-blk", "--net": "plugvm-virtio-net", "--fs": "plugvm-virtio-fs",
+         "--vsock": "plugvm-vsock", "hotplug_method=acpi": "plugvm-acpi-mem",
+         "hotplug_method=virtio-mem": "plugvm-virtio-mem"}
+
+
+def missing(what: str) -> str:
+    """The end of an error about an option or value no installed plugin provides."""
+    home = HOMES.get(what)
+    hint = f"; it comes with the {home} distribution, which is not installed" if home else ""
+    return f"no installed plugin provides it{hint} (plugvm --list-plugins shows the installed ones)"
 
 
 class PluginError(PlugvmError, RuntimeError):
@@ -74,6 +86,7 @@ class Registry:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
         self.types: dict[str, DeviceType] = {}
+        self.memory_methods: dict[str, object] = {}      # name → plugvm.memory_hotplug.MemoryHotplugMethod
         self.plugins: list[tuple[str, str, str]] = []     # (distribution, version, entry point name)
 
     def register(self, module, distribution: str = "", version: str = "") -> None:
@@ -82,6 +95,14 @@ class Registry:
         impl = getattr(module, "plugvm_device_types", None)
         for device_type in (impl() if impl else []):
             self._add(DeviceType(**{**device_type.__dict__, "distribution": distribution, "version": version}))
+        methods = getattr(module, "plugvm_memory_hotplug_methods", None)
+        for method in (methods() if methods else []):
+            old = self.memory_methods.get(method.name)
+            if old is not None:
+                raise PluginError(f"plugins {old.distribution or '?'} and {distribution or '?'} both provide "
+                                  f"the memory hotplug method {method.name!r}")
+            method.distribution = distribution
+            self.memory_methods[method.name] = method
 
     def _add(self, new: DeviceType) -> None:
         for old in self.types.values():
@@ -127,4 +148,8 @@ def describe(registry: Registry) -> str:
         provides = [t.cli_option, f"config {t.config_key}"] + ([f"API {t.api_verb}"] if t.api_verb else [])
         lines.append(f"{t.name:10} {t.distribution} {t.version}: {', '.join(provides)}"
                      + (f" - {t.help}" if t.help else ""))
+    versions = {d: v for d, v, _ in registry.plugins}
+    for name, method in sorted(registry.memory_methods.items()):
+        lines.append(f"{'memory':10} {method.distribution} {versions.get(method.distribution, '')}: "
+                     f"--memory hotplug_method={name}, API vm.resize desired_ram")
     return "\n".join(lines)

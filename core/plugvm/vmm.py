@@ -25,6 +25,7 @@ from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, U
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
 from plugvm.machine import CpuRemovalPending, Machine
+from plugvm.memory_hotplug import ResizeRefused
 from plugvm.serial_port import Consoles
 from plugvm.vcpu_thread import KICK_SIGNAL
 
@@ -241,8 +242,10 @@ class Vmm:
                wait: float | None = None) -> HotplugOutcome:
         """vm.resize. A created VM: its config changes. A booted one: CPUs are hot-added or
         removed (the guest ejects them), and the config's boot_vcpus follows, so a reboot
-        boots that many, all online. With `wait`, returns once the guest has seen every
-        new CPU or ejected every removed one, or the time ran out."""
+        boots that many, all online; desired_ram goes to the VM's memory-hotplug method,
+        whose answer becomes the config's memory. One part refused changes neither. With
+        `wait`, returns once the guest has seen every new CPU or ejected every removed
+        one, and taken the memory change, or the time ran out."""
         with self.lock:
             self._need_config()
             cfg = self.config
@@ -257,26 +260,49 @@ class Vmm:
                 raise LifecycleError("NoBalloon", "Error from API", "The VM could not be resized",
                                      "plugvm has no balloon device")
             events: list[threading.Event] = []
+            memory = None if desired_ram is None else replace(cfg.memory, size=desired_ram)
             if self.machine is not None:
-                if desired_ram is not None and desired_ram != cfg.memory.size:
-                    raise LifecycleError("ResizeRunning", "Error from API", "The VM could not be resized",
-                                         "Resizing a booted VM's memory needs memory hotplug, which plugvm "
-                                         "does not have yet")
-                if desired_vcpus is not None:
-                    try:
-                        events = self.machine.resize_vcpus(desired_vcpus)
-                    except CpuRemovalPending as e:
-                        raise LifecycleError("VcpuPendingRemovedVcpu", "Error from API",
-                                             "The VM could not be resized", str(e)) from e
+                events, memory = self._resize_running(desired_vcpus, desired_ram)
             if desired_vcpus is not None:
                 cfg = replace(cfg, cpus=replace(cfg.cpus, boot_vcpus=desired_vcpus))
-            if desired_ram is not None:
-                cfg = replace(cfg, memory=replace(cfg.memory, size=desired_ram))
+            if memory is not None:
+                cfg = replace(cfg, memory=memory)
             self.config = cfg
         if wait is None:
             return HotplugOutcome(None)
         deadline = time.monotonic() + wait
         return HotplugOutcome(None, all(e.wait(max(0.0, deadline - time.monotonic())) for e in events))
+
+    def _resize_running(self, desired_vcpus: int | None, desired_ram: int | None):
+        """A running VM's resize: both parts are checked before either is applied, then
+        CPUs first, as cloud-hypervisor does. Returns the events to wait for and the
+        MemoryConfig the VM config takes (None: unchanged)."""
+        machine, cfg = self.machine, self.config
+        hotplug = machine.memory_hotplug
+        ram = desired_ram is not None and not (hotplug is None and desired_ram == cfg.memory.size)
+        if ram and hotplug is None:
+            raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be resized",
+                                 f"desired_ram: the VM was booted without --memory hotplug_size, so its RAM "
+                                 f"({cfg.memory.size} bytes) cannot change while it runs")
+        if desired_vcpus is not None:
+            try:
+                machine.check_resize_vcpus(desired_vcpus)
+            except CpuRemovalPending as e:
+                raise LifecycleError("VcpuPendingRemovedVcpu", "Error from API",
+                                     "The VM could not be resized", str(e)) from e
+        try:
+            if ram:
+                hotplug.check_resize(desired_ram)
+            events = machine.resize_vcpus(desired_vcpus) if desired_vcpus is not None else []
+            if not ram:
+                return events, None
+            resized = hotplug.resize(desired_ram)
+        except ResizeRefused as e:
+            raise LifecycleError("ResizeRefused", "Error from API", "The VM could not be resized", str(e)) from e
+        except PlugvmError as e:
+            raise LifecycleError("VmResize", "Error from API", "The VM could not be resized", str(e)) from e
+        log.info("memory resized", desired=desired_ram, actual=hotplug.actual_size())
+        return events + [resized.done], resized.config
 
     def add_device(self, device_type, device_config, wait: float | None = None) -> HotplugOutcome:
         """A device verb (vm.add-disk, ...). A created VM: the device is added to its config
@@ -398,9 +424,11 @@ class Vmm:
         with self.lock:
             self._need_config()
             cfg = self.config
-            tree = self.machine.devices.device_tree() if self.machine is not None else {}
+            machine = self.machine
+            tree = machine.devices.device_tree() if machine is not None else {}
+            actual = machine.memory_actual_size() if machine is not None else cfg.memory.size
             return {"config": cfg.to_json(), "state": str(self.state or VmState.CREATED),
-                    "memory_actual_size": cfg.memory.size, "device_tree": tree}
+                    "memory_actual_size": actual, "device_tree": tree}
 
     def counters(self) -> dict:
         with self.lock:

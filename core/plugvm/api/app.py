@@ -26,7 +26,7 @@ PREFIX = "/api/v1/"
 MAX_BODY = 4 << 20            # HTTP_PAYLOAD_MAX_SIZE
 STATUS = {"VmNotCreated": 404, "NoDeviceToRemove": 404, "UnknownDeviceId": 404, "IdentifierNotUnique": 409,
           "InvalidConfig": 400, "VcpuPendingRemovedVcpu": 429, "DeviceAdd": 400, "HotplugNotAllowed": 400,
-          "RemovalNotAllowed": 400, "RemovalPending": 409}
+          "RemovalNotAllowed": 400, "RemovalPending": 409, "ResizeRefused": 400}
 MAX_WAIT = 300.0              # seconds a `Prefer: wait` may hold a request
 
 

@@ -35,7 +35,7 @@ def e820_map(memory: GuestMemory) -> list[E820Entry]:
     32-bit hole, RAM above 4 GiB, and the PCI MMCONFIG window reserved."""
     entries = [E820Entry(0, layout.EBDA_START, bootparams.E820_RAM),
                E820Entry(layout.HIGH_RAM_START, memory.low_end - layout.HIGH_RAM_START, bootparams.E820_RAM)]
-    for region in memory.regions[1:]:
+    for region in memory.boot_regions[1:]:
         entries.append(E820Entry(region.guest_addr, region.size, bootparams.E820_RAM))
     entries.append(E820Entry(layout.PCI_MMCONFIG_START, layout.PCI_MMCONFIG_SIZE, bootparams.E820_RESERVED))
     return sorted(entries, key=lambda e: e.addr)

@@ -7,10 +7,10 @@ from plugvm.config.cli import CliConfig, parse_cli
 from plugvm.config.console import ConsoleConfig, ConsoleMode
 from plugvm.config.cpus import CoreScheduling, CpuAffinity, CpuFeatures, CpusConfig, CpuTopology
 from plugvm.config.errors import ConfigError
-from plugvm.config.memory import HotplugMethod, MemoryConfig
+from plugvm.config.memory import MemoryConfig
 from plugvm.config.payload import PayloadConfig
 from plugvm.config.vm import VmConfig
 
 __all__ = ["ApiSocketConfig", "CliConfig", "ConfigError", "ConsoleConfig", "ConsoleMode", "CoreScheduling",
-           "CpuAffinity", "CpuFeatures", "CpuTopology", "CpusConfig", "HotplugMethod", "MemoryConfig",
+           "CpuAffinity", "CpuFeatures", "CpuTopology", "CpusConfig", "MemoryConfig",
            "PayloadConfig", "VmConfig", "parse_cli"]

@@ -15,7 +15,7 @@ from plugvm.config.api_socket import ApiSocketConfig, parse_api_socket
 from plugvm.config.console import parse_console, parse_serial
 from plugvm.config.errors import ConfigError, Where
 from plugvm.config.cpus import CpusConfig
-from plugvm.config.memory import MemoryConfig
+from plugvm.config.memory import CLI as MEMORY_CLI, MemoryConfig, check_method
 from plugvm.config.payload import CLI_NAMES, PayloadConfig
 from plugvm.config.vm import VmConfig
 
@@ -62,9 +62,10 @@ def _parser(registry) -> _Parser:
                                           "affinity=[V@[CPUS],...],features=[amx],nested=on|off,"
                                           "core_scheduling=vm|vcpu|off (default boot=1,max_phys_bits=46)")
     p.add_argument("--memory", **once, help="size=SIZE,mergeable=on|off,shared=on|off,hugepages=on|off,"
-                                            "hugepage_size=SIZE,hotplug_method=acpi|virtio-mem,hotplug_size=SIZE,"
+                                            "hugepage_size=SIZE,hotplug_method=METHOD,hotplug_size=SIZE,"
                                             "hotplugged_size=SIZE,prefault=on|off,reserve=on|off,thp=on|off "
-                                            "(default size=512M)")
+                                            "(default size=512M,hotplug_method=acpi; methods: "
+                                            f"{', '.join(sorted(registry.memory_methods)) or 'none installed'})")
     p.add_argument("--serial", **once, help="off|null|tty|file=PATH: the COM1 port (default null; ch's pty "
                                             "and socket=PATH are not available)")
     p.add_argument("--console", **once, help="off|null|tty|file=PATH[,id=ID,pci_device_id=SLOT]: the "
@@ -99,8 +100,9 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
         return CliConfig(vm=None, list_plugins=True)
     if extra:
         if extra[0].startswith("-"):
-            raise ConfigError(f"{extra[0].split('=')[0]}: unknown option (no installed plugin provides it either; "
-                              f"plugvm --list-plugins shows the installed ones)")
+            from plugvm import plugins
+            option = extra[0].split('=')[0]
+            raise ConfigError(f"{option}: unknown option ({plugins.missing(option)})")
         raise ConfigError(f"{extra[0]!r}: unexpected argument (plugvm takes only options)")
     api_socket = None if args.api_socket is None else parse_api_socket(args.api_socket)
     log_file = _path("--log-file", args.log_file)
@@ -117,6 +119,7 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
         return CliConfig(vm=None, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
     cpus = CpusConfig() if args.cpus is None else CpusConfig.parse(args.cpus)
     memory = MemoryConfig() if args.memory is None else MemoryConfig.parse(args.memory)
+    check_method(memory, registry, MEMORY_CLI)
     serial = parse_serial("null" if args.serial is None else args.serial)
     console = parse_console("tty" if args.console is None else args.console)
     payload = PayloadConfig(kernel=_path("--kernel", args.kernel), initramfs=_path("--initramfs", args.initramfs),

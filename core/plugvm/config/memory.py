@@ -1,25 +1,25 @@
 """--memory and the JSON `memory` object: guest RAM at boot and the hotplug window.
 
 Keys, defaults and rules are cloud-hypervisor's (vmm/src/config.rs MemoryConfig::parse and
-VmConfig::validate, vmm/src/memory_manager.rs validate_memory_config, virtio-devices/src/mem.rs;
-notes §2.2, §3c, §3d). --memory-zone is not supported, so size=0 is refused.
+VmConfig::validate, vmm/src/memory_manager.rs validate_memory_config; notes §2.2, §3c, §3d).
+--memory-zone is not supported, so size=0 is refused. The hotplug methods are plugins'
+(memory_hotplug.py): the rules of one method are its own validate()'s, checked by
+check_method() once the installed methods are known.
 """
 
 from __future__ import annotations
 
 import mmap
+import re
 from dataclasses import dataclass
 
 from plugvm.config.errors import Where
-from plugvm.config.json_fields import ChEnum, JsonObject
-from plugvm.config.options import Options
+from plugvm.config.json_fields import JsonObject
+from plugvm.config.options import Options, dequote
 from plugvm.config.sizes import MiB
 
 DEFAULT_SIZE = 512 * MiB
-# A virtio-mem region must be a whole number of Linux memory blocks (ch: VIRTIO_MEM_ALIGN_SIZE),
-# and the amount plugged at boot a whole number of its 2 MiB device blocks.
-VIRTIO_MEM_ALIGN = 128 * MiB
-VIRTIO_MEM_BLOCK = 2 * MiB
+DEFAULT_METHOD = "acpi"           # ch's default HotplugMethod
 
 CLI = Where("--memory")
 # What 52 physical address bits (x86-64's most) reach, less the 32-bit hole and the
@@ -27,13 +27,36 @@ CLI = Where("--memory")
 MAX_GUEST_RAM = 1 << 51
 KEYS = ("size", "mergeable", "shared", "hugepages", "hugepage_size", "hotplug_method", "hotplug_size",
         "hotplugged_size", "prefault", "reserve", "thp")
+_METHOD_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+_JSON_METHOD_NAME = re.compile(r"([A-Z][a-z0-9]*)+")
 
 
-class HotplugMethod(ChEnum):
-    """How RAM is added at run time: ACPI DIMMs (notes §3c) or a virtio-mem device (§3d)."""
+def method_json_name(name: str) -> str:
+    """A method's name as ch's serde spells the variant: virtio-mem → VirtioMem."""
+    return "".join(word.capitalize() for word in name.split("-"))
 
-    ACPI = "acpi"
-    VIRTIO_MEM = "virtio-mem"
+
+def method_from_json(value: str) -> str | None:
+    """VirtioMem → virtio-mem; None for what is not a variant name."""
+    if not _JSON_METHOD_NAME.fullmatch(value):
+        return None
+    return "-".join(word.lower() for word in re.findall(r"[A-Z][a-z0-9]*", value))
+
+
+def check_method(config: "MemoryConfig", registry, where: Where) -> None:
+    """The config's hotplug_method must be an installed plugin's when it is used (a
+    hotplug_size, or a method named other than the default), and that method's rules
+    must hold. Raises ConfigError naming the option and, for a method that is not
+    installed, the distribution it comes with."""
+    from plugvm import plugins
+    name = config.hotplug_method
+    method = registry.memory_methods.get(name)
+    if method is None:
+        if config.hotplug_size is None and name == DEFAULT_METHOD:
+            return
+        shown = method_json_name(name) if where.json else name
+        raise where.bad("hotplug_method", shown, "is not available: " + plugins.missing(f"hotplug_method={name}"))
+    method.validate(config, where)
 
 
 @dataclass(frozen=True)
@@ -42,7 +65,7 @@ class MemoryConfig:
 
     size: int = DEFAULT_SIZE
     mergeable: bool = False
-    hotplug_method: HotplugMethod = HotplugMethod.ACPI
+    hotplug_method: str = DEFAULT_METHOD           # a MemoryHotplugMethod's name
     hotplug_size: int | None = None
     hotplugged_size: int | None = None
     shared: bool = False
@@ -76,23 +99,15 @@ class MemoryConfig:
 
     def _validate_hotplug(self, where: Where) -> None:
         plug, plugged = self.hotplug_size, self.hotplugged_size
-        virtio_mem = self.hotplug_method is HotplugMethod.VIRTIO_MEM
         if plug == 0:
             raise where.error("hotplug_size=0 is invalid (leave it out for no hotplug)")
-        if plug is not None and virtio_mem and plug % VIRTIO_MEM_ALIGN:
-            raise where.error(f"hotplug_size={where.size(plug)} is not a multiple of 128M, as virtio-mem needs")
         if plugged is None:
             return
-        if not virtio_mem:
-            raise where.error(f"hotplugged_size is only valid with virtio-mem, not with hotplug_method "
-                              f"{self.hotplug_method.value}")
         if plug is None:
             raise where.error("hotplugged_size needs hotplug_size")
         if plugged > plug:
             raise where.error(f"hotplugged_size={where.size(plugged)} is larger than "
                               f"hotplug_size={where.size(plug)}")
-        if plugged % VIRTIO_MEM_BLOCK:
-            raise where.error(f"hotplugged_size={where.size(plugged)} is not a multiple of virtio-mem's 2M block")
 
     @classmethod
     def parse(cls, text: str) -> MemoryConfig:
@@ -101,7 +116,9 @@ class MemoryConfig:
         config = cls(
             size=o.size("size", DEFAULT_SIZE),
             mergeable=o.toggle("mergeable", False),
-            hotplug_method=o.choice("hotplug_method", HotplugMethod.ACPI, HotplugMethod.cli_choices()),
+            hotplug_method=o.convert("hotplug_method", DEFAULT_METHOD,
+                                     lambda v: dequote(v).lower() if _METHOD_NAME.fullmatch(dequote(v).lower()) else None,
+                                     "a method name (acpi, virtio-mem, ...)"),
             hotplug_size=o.size("hotplug_size", None),
             hotplugged_size=o.size("hotplugged_size", None),
             shared=o.toggle("shared", False),
@@ -119,7 +136,7 @@ class MemoryConfig:
         config = cls(
             size=j.integer("size"),
             mergeable=j.boolean("mergeable", False),
-            hotplug_method=j.enum("hotplug_method", HotplugMethod, HotplugMethod.ACPI),
+            hotplug_method=cls._method_from_json(j),
             hotplug_size=j.integer("hotplug_size", None),
             hotplugged_size=j.integer("hotplugged_size", None),
             shared=j.boolean("shared", False),
@@ -133,8 +150,16 @@ class MemoryConfig:
         config.validate(j.where)
         return config
 
+    @staticmethod
+    def _method_from_json(j: JsonObject) -> str:
+        value = j.string("hotplug_method", method_json_name(DEFAULT_METHOD))
+        name = method_from_json(value)
+        if name is None:
+            raise j.where.bad("hotplug_method", value, "is not a method's variant name (Acpi, VirtioMem, ...)")
+        return name
+
     def to_json(self) -> dict:
-        body = {"size": self.size, "mergeable": self.mergeable, "hotplug_method": self.hotplug_method.json_name,
+        body = {"size": self.size, "mergeable": self.mergeable, "hotplug_method": method_json_name(self.hotplug_method),
                 "hotplug_size": self.hotplug_size, "hotplugged_size": self.hotplugged_size, "shared": self.shared,
                 "hugepages": self.hugepages, "hugepage_size": self.hugepage_size, "prefault": self.prefault,
                 "reserve": self.reserve, "thp": self.thp}

@@ -11,7 +11,7 @@ from plugvm.config.console import ConsoleConfig, ConsoleMode, VirtioConsoleConfi
 from plugvm.config.cpus import CpusConfig
 from plugvm.config.errors import ConfigError, DuplicateIdError, Where
 from plugvm.config.json_fields import JsonObject
-from plugvm.config.memory import MemoryConfig
+from plugvm.config.memory import MemoryConfig, check_method
 from plugvm.config.payload import PayloadConfig
 
 JSON = Where("VmConfig", json=True)
@@ -84,10 +84,12 @@ class VmConfig:
         cpus, memory, serial, console = (j.object(name, _ABSENT, Where(name, json=True))
                                          for name in ("cpus", "memory", "serial", "console"))
         j.close()
+        memory = MemoryConfig() if memory is _ABSENT else MemoryConfig.from_json(memory)
+        check_method(memory, registry, Where("memory", json=True))
         return cls(
             payload=PayloadConfig.from_json(payload),
             cpus=CpusConfig() if cpus is _ABSENT else CpusConfig.from_json(cpus),
-            memory=MemoryConfig() if memory is _ABSENT else MemoryConfig.from_json(memory),
+            memory=memory,
             serial=ConsoleConfig(mode=ConsoleMode.NULL) if serial is _ABSENT else consoles.serial_from_json(serial),
             console=VirtioConsoleConfig() if console is _ABSENT else consoles.console_from_json(console),
             devices=devices,
