@@ -29,8 +29,8 @@ def test_uninstalling_a_plugin_removes_its_option_and_reinstalling_restores_it(t
         gone = plugvm("--kernel", str(kernel), "--net", "tap=plugvmx0")
         assert gone.returncode == 1
         assert gone.stderr.strip().splitlines() == [
-            "plugvm: error: --net: unknown option (no installed plugin provides it either; "
-            "plugvm --list-plugins shows the installed ones)"]
+            "plugvm: error: --net: unknown option (no installed plugin provides it; it comes with the "
+            "plugvm-virtio-net distribution, which is not installed (plugvm --list-plugins shows the installed ones))"]
         assert "--net" not in plugvm("--list-plugins").stdout
         assert "--net" not in plugvm("--help").stdout
     finally:

@@ -1,5 +1,6 @@
 """AML constructs that method bodies and hardware registers need (ACPI 6.5, 20.2.5
-and 20.2.6): locals and arguments, method calls, Store/And/ShiftLeft/Add,
+and 20.2.6): locals and arguments, method calls, Store/And/Or/ShiftLeft/Add/Subtract,
+CreateQWordField,
 LEqual/LLess, If/While, Notify, Mutex/Acquire/Release, OperationRegion and Field,
 and ToUUID. They live beside aml.py's classes rather than in it so that modules
 importing aml.py are not disturbed; each is one class per ASL construct, like the
@@ -18,6 +19,7 @@ from plugvm.acpi.errors import AmlError
 LOCAL0_OP, ARG0_OP = 0x60, 0x68
 STORE_OP, SHIFT_LEFT_OP, AND_OP, NOTIFY_OP, LEQUAL_OP, IF_OP = b"\x70", b"\x79", b"\x7b", b"\x86", b"\x93", b"\xa0"
 ADD_OP, LLESS_OP, WHILE_OP = b"\x72", b"\x95", b"\xa2"
+SUBTRACT_OP, OR_OP, CREATE_QWORD_FIELD_OP = b"\x74", b"\x7d", b"\x8f"
 MUTEX_OP, ACQUIRE_OP, RELEASE_OP = b"\x5b\x01", b"\x5b\x23", b"\x5b\x27"
 OP_REGION_OP, FIELD_OP = b"\x5b\x80", b"\x5b\x81"
 NULL_TARGET = b"\x00"          # NullName: the result is not stored (20.2.2 Target)
@@ -107,6 +109,30 @@ class Add(_Binary):
     """Add (left, right, target), or target = left + right in ASL 2.0 (20.2.5.4 DefAdd)."""
 
     OPCODE = ADD_OP
+
+
+class Subtract(_Binary):
+    """Subtract (left, right, target), or target = left - right (20.2.5.4 DefSubtract)."""
+
+    OPCODE = SUBTRACT_OP
+
+
+class Or(_Binary):
+    """Or (left, right, target): bitwise or (20.2.5.4 DefOr)."""
+
+    OPCODE = OR_OP
+
+
+class CreateQWordField(Aml):
+    """CreateQWordField (buffer, byte_index, name) (20.2.5.2 DefCreateQWordField): names
+    the 8 bytes at byte_index of a buffer, e.g. the minimum of a QWord address
+    descriptor in a ResourceTemplate a method fills in."""
+
+    def __init__(self, buffer: str | NameString, byte_index: object, name: str | NameString):
+        self.buffer, self.index, self.name = name_string(buffer), _operand(byte_index), name_string(name)
+
+    def to_bytes(self) -> bytes:
+        return CREATE_QWORD_FIELD_OP + self.buffer.to_bytes() + self.index.to_bytes() + self.name.to_bytes()
 
 
 class LEqual(Aml):
