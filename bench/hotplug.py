@@ -1,4 +1,4 @@
-"""Hotplug latency in the guest, plugvm against QEMU (a script, not a test): disks and CPUs.
+"""Hotplug latency in the guest, plugvm against QEMU (a script, not a test): disks, CPUs, memory.
 
     .venv/bin/python bench/hotplug.py [--runs 5]
 
@@ -12,8 +12,13 @@ polls every 10 ms and prints a marker the host reads on the serial console (the 
 console path for both). Then a CPU: plugvm's vm.resize from 1 to 2 vCPUs and back
 against QEMU's device_add of a host-x86_64-cpu and device_del, timed to
 /sys/devices/system/cpu/cpu1 appearing and disappearing (the guest ejects the CPU
-by itself in both). Prints min/median per VMM and the ratios; lab figures are
-TCG-emulated, so only the ratios mean anything.
+by itself in both). Memory: +1 GiB timed to the guest's MemTotal showing it (the
+guest onlines new memory by itself: auto_online_blocks), for ACPI DIMMs (plugvm's
+vm.resize with hotplug_method=acpi against QEMU's object_add memory-backend-memfd and
+device_add pc-dimm) and virtio-mem (vm.resize with hotplug_method=virtio-mem against
+QEMU's qom-set of a virtio-mem-pci's requested-size), and virtio-mem's shrink back.
+Prints min/median per VMM and the ratios; lab figures are TCG-emulated, so only the
+ratios mean anything.
 """
 
 from __future__ import annotations
@@ -77,6 +82,87 @@ def timed(guest: Guest, test: str, action, call: str) -> float:
     seconds = time.monotonic() - start
     guest.console.wait_for("guest# ", 10)
     return seconds
+
+
+GROWTH_KB = 1 << 20                 # +1 GiB
+SEEN_KB = 900000                    # MemTotal grew by this much: the GiB is there (less its memmap)
+MEMORY_RUNS = 3                     # ACPI memory is not unplugged live: each run adds a DIMM
+
+
+def mem_total(guest: Guest) -> int:
+    return int(guest.console.run("grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2"))
+
+
+def mem_above(kb: int) -> str:
+    return f"[ $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2) -gt {kb} ]"
+
+
+def mem_below(kb: int) -> str:
+    return f"[ $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2) -lt {kb} ]"
+
+
+def plugvm_memory_runs(image: GuestImage, folder: Path, runs: int) -> dict[str, list[float]]:
+    """+1 GiB per run under each method, each in its own VM (a VM has one method)."""
+    times: dict[str, list[float]] = {"memory-acpi": [], "memory-virtio-mem": [], "memory-virtio-mem-shrink": []}
+    for method, memory in (("acpi", f"512M,hotplug_size={runs}G"),
+                           ("virtio-mem", "512M,hotplug_method=virtio-mem,hotplug_size=1G")):
+        api = folder / f"api-{method}.sock"
+        guest = Guest(plugvm_argv(image.quiet(), 1, memory, ["--api-socket", str(api)]), image.quiet(),
+                      folder / "logs", name=f"plugvm-{method}")
+        try:
+            guest.wait_ready(300)
+            for i in range(runs):
+                base = mem_total(guest)
+                desired = (512 << 20) + ((i + 1 if method == "acpi" else 1) << 30)
+                times[f"memory-{method}"].append(timed(guest, mem_above(base + SEEN_KB),
+                                                       lambda: api_put(api, "vm.resize", {"desired_ram": desired}),
+                                                       f"plugvm memory-{method}"))
+                if method == "virtio-mem":
+                    times["memory-virtio-mem-shrink"].append(
+                        timed(guest, mem_below(base + GROWTH_KB - SEEN_KB),
+                              lambda: api_put(api, "vm.resize", {"desired_ram": 512 << 20}),
+                              "plugvm memory-virtio-mem-shrink"))
+            guest.poweroff()
+        finally:
+            guest.kill()
+    return times
+
+
+def qemu_memory_runs(image: GuestImage, folder: Path, runs: int) -> dict[str, list[float]]:
+    qmp_path = folder / "qmp-memory.sock"
+    argv = qemu_argv(image.quiet(), memory=f"512M,slots={runs + 1},maxmem={runs + 2}G", machine="pc",
+                     extra=("-qmp", f"unix:{qmp_path},server=on,wait=off",
+                            "-object", "memory-backend-memfd,id=vmem0,size=1G",
+                            "-device", "virtio-mem-pci,id=vm0,memdev=vmem0,requested-size=0"))
+    guest = Guest(argv, image.quiet(), folder / "logs", name="qemu-memory")
+    times: dict[str, list[float]] = {"memory-acpi": [], "memory-virtio-mem": [], "memory-virtio-mem-shrink": []}
+    qmp = None
+    try:
+        guest.wait_ready(300)
+        qmp = Qmp(qmp_path)
+        for i in range(runs):
+            base = mem_total(guest)
+
+            def dimm(i=i):
+                qmp.execute("object-add", **{"qom-type": "memory-backend-memfd", "id": f"dimm{i}", "size": 1 << 30})
+                qmp.execute("device_add", driver="pc-dimm", id=f"d{i}", memdev=f"dimm{i}")
+            times["memory-acpi"].append(timed(guest, mem_above(base + SEEN_KB), dimm, "qemu memory-acpi"))
+        for i in range(runs):
+            base = mem_total(guest)
+            times["memory-virtio-mem"].append(
+                timed(guest, mem_above(base + SEEN_KB),
+                      lambda: qmp.execute("qom-set", path="vm0", property="requested-size", value=1 << 30),
+                      "qemu memory-virtio-mem"))
+            times["memory-virtio-mem-shrink"].append(
+                timed(guest, mem_below(base + GROWTH_KB - SEEN_KB),
+                      lambda: qmp.execute("qom-set", path="vm0", property="requested-size", value=0),
+                      "qemu memory-virtio-mem-shrink"))
+        guest.poweroff()
+    finally:
+        if qmp is not None:
+            qmp.close()
+        guest.kill()
+    return times
 
 
 def plugvm_runs(image: GuestImage, folder: Path, disk: Path, runs: int) -> dict[str, list[float]]:
@@ -149,13 +235,17 @@ def in_guest(runs: int) -> None:
     with open(disk, "wb") as f:
         f.truncate(16 * MiB)
     results = {"plugvm": plugvm_runs(image, folder, disk, runs), "qemu": qemu_runs(image, folder, disk, runs)}
+    memory_runs = min(runs, MEMORY_RUNS)
+    results["plugvm"].update(plugvm_memory_runs(image, folder, memory_runs))
+    results["qemu"].update(qemu_memory_runs(image, folder, memory_runs))
     for vmm, times in results.items():
         for kind, t in times.items():
-            print(f"{vmm:7s} hot-{kind:10s} to the guest seeing it: median {statistics.median(t):6.2f} s "
-                  f"(min {min(t):.2f}, {runs} runs)")
+            print(f"{vmm:7s} hot-{kind:24s} to the guest seeing it: median {statistics.median(t):6.2f} s "
+                  f"(min {min(t):.2f}, {len(t)} runs)")
     for call, t in CALLS.items():
-        print(f"{call:13s} call answered after: median {statistics.median(t):6.3f} s")
-    for kind in ("add", "remove", "cpu-add", "cpu-remove"):
+        print(f"{call:36s} call answered after: median {statistics.median(t):6.3f} s")
+    for kind in ("add", "remove", "cpu-add", "cpu-remove", "memory-acpi", "memory-virtio-mem",
+                 "memory-virtio-mem-shrink"):
         ratio = statistics.median(results["plugvm"][kind]) / statistics.median(results["qemu"][kind])
         print(f"ratio plugvm/qemu hot-{kind}: {ratio:.2f} (below 1: plugvm is faster)")
 

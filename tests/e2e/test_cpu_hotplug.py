@@ -28,6 +28,12 @@ def test_cpu_hotplug_as_the_guide_and_cloud_hypervisor_test_it(launch_guest, tmp
     guest = launch_guest("plugvm", cpus="boot=2,max=4", memory="512M", extra=["--api-socket", str(api)])
     pid = guest.process.pid
     assert online(guest) == 2 and vcpu_threads(pid) == ["vcpu0", "vcpu1"]
+    # No --memory hotplug_size: its memory cannot be resized, and a refused part refuses all.
+    memtotal = guest.console.run("grep MemTotal /proc/meminfo")
+    status, body = curl(api, "PUT", "vm.resize", json.dumps({"desired_vcpus": 3, "desired_ram": 1 << 30}))
+    assert status == 400 and "desired_ram" in body and "hotplug_size" in body, body
+    assert guest.console.run("grep MemTotal /proc/meminfo") == memtotal
+    assert json.loads(remote(api, "info").stdout)["memory_actual_size"] == 512 << 20
     resized = remote(api, "--wait", "30", "resize", "--cpus", "4")
     assert resized.returncode == 0, resized.stderr
     # --wait: the guest has evaluated the new CPUs' _STA, so they exist, offline.
