@@ -7,6 +7,8 @@ import struct
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from plugvm_virtio_mem import VirtioMem, VirtioMemMethod, plugvm_device_types
 
 from plugvm.config import ConfigError
@@ -313,5 +315,57 @@ def test_unplugging_gives_the_memory_back_to_the_host(backing):
         assert v.send((UNPLUG, BASE, touched // BLOCK)) == [(ACK, 0)]
         assert grown - rss() >= 0.8 * touched
         assert v.memory.read(BASE, 8) == bytes(8)                 # what the guest reads there now
+    finally:
+        v.close()
+
+
+# --- a hostile guest, against a model of the blocks -------------------------------------------
+
+NB = REGION // BLOCK
+addresses = st.one_of(st.integers(0, (1 << 64) - 1),
+                      st.integers(-4, NB + 4).map(lambda n: BASE + n * BLOCK),
+                      st.integers(BASE - BLOCK, BASE + REGION + BLOCK))
+requests = st.tuples(st.one_of(st.integers(0, 3), st.integers(0, 0xFFFF)), addresses,
+                     st.one_of(st.integers(0, 8), st.integers(0, 0xFFFF)))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.one_of(requests, st.integers(0, NB).map(lambda n: ("resize", n))), max_size=40))
+def test_a_hostile_guest_gets_answers_and_never_reaches_outside_the_region(steps):
+    v = Vm()
+    discarded = []
+    real_discard = v.memory.discard
+    v.memory.discard = lambda addr, size: (discarded.append((addr, size)), real_discard(addr, size))
+    plugged, requested = set(), 0          # the model: plugged block indices, requested blocks
+    try:
+        for step in steps:
+            if step[0] == "resize":
+                requested = step[1]
+                v.hotplug.resize(BOOT + requested * BLOCK)
+                continue
+            kind, addr, nb = step
+            ((resp, state),) = v.send((kind, addr, nb))
+            first = (addr - BASE) // BLOCK
+            valid = nb > 0 and addr >= BASE and (addr - BASE) % BLOCK == 0 and first + nb <= NB
+            span = set(range(first, first + nb)) if valid else set()
+            if kind == UNPLUG_ALL:
+                expected, plugged = (ACK, 0), set()
+            elif kind not in (PLUG, UNPLUG, STATE) or not valid:
+                expected = (ERROR, 0)
+            elif kind == STATE:
+                expected = (ACK, PLUGGED if span <= plugged else UNPLUGGED if not span & plugged else MIXED)
+            elif kind == PLUG:
+                if span & plugged:
+                    expected = (ERROR, 0)
+                elif len(plugged) + nb > requested:
+                    expected = (NACK, 0)
+                else:
+                    expected, plugged = (ACK, 0), plugged | span
+            else:
+                expected = (ERROR, 0) if not span <= plugged else (ACK, 0)
+                plugged = plugged - span if expected == (ACK, 0) else plugged
+            assert (resp, state) == expected, step
+            assert v.config_space()[-2:] == (len(plugged) * BLOCK, requested * BLOCK)
+        assert all(BASE <= a and a + n <= BASE + REGION for a, n in discarded), discarded
     finally:
         v.close()
