@@ -388,7 +388,7 @@ def test_json_round_trip_of_every_field(bzimage, initramfs, tmp_path):
                "--cpus", "boot=2,max=4,topology=2:1:1:2,kvm_hyperv=off,max_phys_bits=39,affinity=[1@[2-3]],"
                          "features=[],nested=off,core_scheduling=vm",
                "--memory", "size=2G,hotplug_method=virtio-mem,hotplug_size=1G,hotplugged_size=256M,hugepages=on,"
-                           "hugepage_size=1G,prefault=on,thp=off",
+                           "hugepage_size=2M,prefault=on,thp=off",
                "--serial", f"file={tmp_path / 'com1'}")
     body = vm.to_json()
     assert body["memory"]["hotplug_method"] == "VirtioMem" and body["serial"] == {"mode": "File",

@@ -87,8 +87,8 @@ def test_prefault_populates_the_whole_mapping_at_once():
     memory = each_region(Backing(prefault=True, thp=False), size=16 * MiB)
     try:
         for region in memory.regions:
-            fields, _, _ = mapping_of(memory, region)       # (the kernel may merge the two mappings)
-            assert fields["Rss"] == fields["Size"] >= region.size // 1024, fields
+            fields, _, _ = mapping_of(memory, region)       # (the kernel may merge it with its neighbours)
+            assert fields["Rss"] >= region.size // 1024, fields
     finally:
         memory.close()
 
@@ -129,9 +129,10 @@ def test_discard_gives_pages_back_to_the_host_and_the_guest_reads_zeros(backing)
     try:
         region = memory.regions[-1]
         memory.view(HIGH, 16 * MiB)[:] = b"\x5a" * (16 * MiB)
-        assert mapping_of(memory, region)[0]["Rss"] >= 16 * 1024
+        touched = mapping_of(memory, region)[0]["Rss"]
+        assert touched >= 16 * 1024
         memory.discard(HIGH, 8 * MiB)
-        assert mapping_of(memory, region)[0]["Rss"] <= 8 * 1024 + 4
+        assert touched - mapping_of(memory, region)[0]["Rss"] >= 8 * 1024      # (its neighbours may share the entry)
         assert memory.read(HIGH, 4) == bytes(4) and memory.read(HIGH + 8 * MiB, 4) == b"\x5a" * 4
         if backing.shared:
             assert os.fstat(region.fd).st_blocks * 512 <= 8 * MiB + mmap.PAGESIZE     # punched out of the memfd
