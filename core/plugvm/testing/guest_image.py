@@ -44,14 +44,15 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+# The cloud kernel leaves hotplugged memory offline (no MEMORY_HOTPLUG_DEFAULT_ONLINE).
+# Before the modules: virtio_mem plugs what it is asked for (hotplugged_size) as it loads.
+echo online > /sys/devices/system/memory/auto_online_blocks
 for m in $(cat /lib/modules/@RELEASE@/load-order); do
   insmod /lib/modules/@RELEASE@/$m.ko || echo "init: insmod $m failed"
 done
 # From here rcS speaks on the console the kernel chose, which a module may have just
 # registered: with console=hvc0 (virtio_console) init started with no console at all.
 exec </dev/console >/dev/console 2>&1
-# The cloud kernel leaves hotplugged memory offline (no MEMORY_HOTPLUG_DEFAULT_ONLINE).
-echo online > /sys/devices/system/memory/auto_online_blocks
 ip link set lo up
 hostname guest
 # The ACPI power button (vm.power-button) arrives as KEY_POWER; busybox acpid maps it
