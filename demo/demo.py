@@ -49,7 +49,7 @@ def main() -> int:
             f.write(text)
     # The socket cannot live in a 9p-shared folder (the lab's): it goes in a local one.
     socket = Path(tempfile.mkdtemp(prefix="plugvm-demo-api-")) / "api.sock"
-    argv = plugvm_argv(image, "boot=2,max=4", "512M", [
+    argv = plugvm_argv(image, "boot=2,max=4", "512M,hotplug_size=1G", [
         "--disk", f"path={disk}", "--net", "tap=plugvmdemo0,ip=192.168.251.1,mask=255.255.255.0",
         "--api-socket", str(socket)])
     print(f"demo: booting {image.release} under: {' '.join(argv)}", flush=True)
@@ -81,6 +81,17 @@ def main() -> int:
         print(api("--wait", "30", "add-disk", f"path={hot},id=hot0"), flush=True)
         print(f"demo: the guest had the disk {time.monotonic() - start:.2f} s after plugvm-remote started", flush=True)
         for cmd in ("ls /sys/block", "dd if=/dev/vdb bs=512 skip=2048 count=1 2>/dev/null | head -c 63; echo"):
+            print(f"guest# {cmd}\n{guest.console.run(cmd)}", flush=True)
+        # CPU and memory hotplug in one request (ACPI: a DIMM the guest onlines itself).
+        print(f"guest# grep MemTotal /proc/meminfo\n{guest.console.run('grep MemTotal /proc/meminfo')}", flush=True)
+        start = time.monotonic()
+        api("--wait", "30", "resize", "--cpus", "3", "--memory", "1G")
+        print(f"demo: the guest had a third CPU and a 512 MiB DIMM {time.monotonic() - start:.2f} s after "
+              f"plugvm-remote started", flush=True)
+        # --wait answered once the guest read the DIMM's _CRS; onlining its blocks follows.
+        online = "i=0; while [ $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2) -lt 900000 ] && " \
+                 "[ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; grep MemTotal /proc/meminfo"
+        for cmd in ("cat /sys/devices/system/cpu/present", online):
             print(f"guest# {cmd}\n{guest.console.run(cmd)}", flush=True)
         print("guest# reboot", flush=True)
         start = time.monotonic()
