@@ -223,6 +223,8 @@ def test_a_reply_that_does_not_match_raises_reply_error(pair, bad, match):
     with pytest.raises(ReplyError, match=match) as caught:
         frontend.get_features()
     assert caught.value.request == "GET_FEATURES" and "fake.sock" in str(caught.value)
+    with pytest.raises(BackendGone):        # the spec: a wrong reply closes the connection
+        frontend.get_features()
 
 
 @pytest.mark.parametrize("partial, match", [
@@ -252,6 +254,8 @@ def test_a_silent_backend_times_out(pair):
     with pytest.raises(BackendTimeout, match="no reply to GET_FEATURES within 0.3 s"):
         frontend.get_features()
     assert time.monotonic() - start < 1.5
+    with pytest.raises(BackendGone):        # a late reply must not answer the next request
+        frontend.get_queue_num()
 
 
 def test_threads_share_a_frontend(pair):

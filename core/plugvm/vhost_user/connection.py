@@ -57,6 +57,17 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
+    def _abandon(self, error: BaseException) -> BaseException:
+        """After a timeout or a bad reply the stream is out of step (a late reply would
+        answer the next request), so the spec's rule applies: the frontend closes the
+        connection. Shut down, not closed: fileno() stays valid and shows EOF to a
+        watcher, the backend sees EOF, and later requests raise BackendGone."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return error
+
     def _gone(self, what: str, request: str, e: BaseException | None = None) -> BackendGone:
         reason = f": {e.strerror}" if isinstance(e, OSError) and e.strerror else ""
         return BackendGone(f"vhost-user backend at {self.name} is gone ({what}{reason}) during {request}", request)
@@ -72,8 +83,8 @@ class Connection:
             if sent < len(data):            # a full socket buffer: the rest goes without the fds
                 self.sock.sendall(data[sent:], socket.MSG_NOSIGNAL)
         except TimeoutError as e:
-            raise BackendTimeout(f"vhost-user backend at {self.name} takes no {request.name} within "
-                                 f"{self.reply_timeout:g} s", request.name) from e
+            raise self._abandon(BackendTimeout(f"vhost-user backend at {self.name} takes no {request.name} "
+                                               f"within {self.reply_timeout:g} s", request.name)) from e
         except OSError as e:
             if e.errno in _GONE:
                 raise self._gone("send failed", request.name, e) from e
@@ -84,8 +95,8 @@ class Connection:
         while got < size:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BackendTimeout(f"vhost-user backend at {self.name} sent no reply to {request} within "
-                                     f"{self.reply_timeout:g} s", request)
+                raise self._abandon(BackendTimeout(f"vhost-user backend at {self.name} sent no reply to "
+                                                   f"{request} within {self.reply_timeout:g} s", request))
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(size - got)
@@ -109,8 +120,8 @@ class Connection:
         name = request.name
         header = protocol.unpack_header(self._read_exactly(protocol.HEADER_SIZE, deadline, name))
         if header.size > protocol.MAX_PAYLOAD:
-            raise ReplyError(f"vhost-user backend at {self.name} answered {name} with a {header.size}-byte "
-                             f"payload, above {protocol.MAX_PAYLOAD}", name)
+            raise self._abandon(ReplyError(f"vhost-user backend at {self.name} answered {name} with a "
+                                           f"{header.size}-byte payload, above {protocol.MAX_PAYLOAD}", name))
         payload = self._read_exactly(header.size, deadline, name) if header.size else b""
         # The whole message is read before judging it, so the stream stays in step.
         problem = None
@@ -123,5 +134,6 @@ class Connection:
         elif size is not None and header.size != size:
             problem = f"a {header.size}-byte payload, not {size}"
         if problem:
-            raise ReplyError(f"vhost-user backend at {self.name} answered {name} with {problem}", name)
+            raise self._abandon(ReplyError(f"vhost-user backend at {self.name} answered {name} with {problem}",
+                                           name))
         return payload

@@ -168,7 +168,7 @@ class Frontend:
                                                                   protocol.pack_vring_state(index, 0)))
         if reply_index != index:
             raise ReplyError(f"vhost-user backend at {self._conn.name} answered GET_VRING_BASE of queue "
-                             f"{index} for queue {reply_index}", Request.GET_VRING_BASE.name)
+                             f"{index} for queue {reply_index}", Request.GET_VRING_BASE.name)   # in step: kept open
         return base
 
     def _set_vring_fd(self, request: Request, index: int, fd: int | None) -> None:
