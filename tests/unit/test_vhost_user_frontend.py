@@ -5,7 +5,6 @@ bad replies, a backend that dies or goes silent, and connecting with retries."""
 import mmap
 import os
 import socket
-import struct
 import threading
 import time
 
