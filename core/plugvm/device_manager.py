@@ -61,6 +61,10 @@ class DeviceEnv:
     # This boot's memory_hotplug.MemoryHotplug (None without hotplug_size): a method's own
     # device (virtio-mem) is built from it.
     memory_hotplug: object = None
+    # What the previous boot's device with this id handed over at the guest's reboot
+    # (VirtioDevice.handover()); the factory takes it over (and closes it if unused).
+    handover: object = None
+    hotplug: bool = False       # added to a running guest (an API request waits), not at boot
 
 
 @dataclass(eq=False)
@@ -79,13 +83,14 @@ class Attached:
 
 class DeviceManager:
     def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config, consoles=None,
-                 memory_hotplug=None):
+                 memory_hotplug=None, handover: dict | None = None):
         self.vm, self.memory, self.mmio, self.router = vm, memory, mmio, router
         self.registry = registry
         self.segment = segment
         self.vm_config = vm_config
         self.consoles = consoles
         self.memory_hotplug = memory_hotplug
+        self.handover = handover if handover is not None else {}     # device id → the last boot's handover
         self.devices: dict[str, Attached] = {}
         self._counter = 0
         # Held for changes to `devices` and slots; an API thread adds and asks for
@@ -144,7 +149,8 @@ class DeviceManager:
             try:
                 window = self.segment.mem64 if bar_64bit else self.segment.mem32
                 bar = window.allocate(BAR0_SIZE, VIRTIO_BAR_ALIGNMENT)
-                device = device_type.create(config, DeviceEnv(self.vm_config, self.consoles, self.memory_hotplug))
+                device = device_type.create(config, DeviceEnv(self.vm_config, self.consoles, self.memory_hotplug,
+                                                              self.handover.pop(device_id, None), bar_64bit))
                 transport = VirtioPciDevice(device, device_id, self.memory, self.vm, self.router, bar, bar_64bit)
                 device = None           # the transport owns it now
                 self.mmio.insert(bar, BAR0_SIZE, transport)
@@ -268,10 +274,20 @@ class DeviceManager:
     def _bdf(self, slot: int) -> str:
         return f"{self.segment.segment_id:04x}:00:{slot:02x}.0"
 
-    def close(self) -> None:
+    def close(self, handover: dict | None = None) -> None:
+        """Close every device. For a guest reboot, `handover` collects what each device
+        hands to its next boot (VirtioDevice.handover()), asked before it is reset."""
         with self._lock:
             attached, self.devices = list(self.devices.values()), {}
         for a in attached:
+            if handover is not None:
+                try:
+                    kept = a.transport.device.handover()
+                except Exception:
+                    log.exception("a device's handover failed", id=a.id)
+                    kept = None
+                if kept is not None:
+                    handover[a.id] = kept
             try:
                 a.transport.close()
             except Exception:

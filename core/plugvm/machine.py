@@ -91,7 +91,7 @@ class Outcome:
 class Machine:
     """Builds the VM; run() starts the vCPUs and returns the Outcome once they stopped."""
 
-    def __init__(self, kvm, config, consoles, supported_cpuid, registry, on_outcome=None):
+    def __init__(self, kvm, config, consoles, supported_cpuid, registry, on_outcome=None, handover=None):
         self.config = config
         self.registry = registry
         self.outcome = Outcome(on_outcome)
@@ -105,6 +105,7 @@ class Machine:
         self.devices = None
         self.vcpus: dict[int, object] = {}           # CPU index → its KVM vCPU (never destroyed)
         self.present = 0                              # CPUs running now (0..present-1)
+        self._handover = handover                     # what the last boot's devices handed over, by id
         try:
             self._build(kvm, consoles, supported_cpuid)
         except BaseException:
@@ -169,7 +170,7 @@ class Machine:
         self.pio.insert(layout.PCI_CONFIG_IO_PORT, 8, self.segment.config_io)
         self.mmio.insert(layout.PCI_MMCONFIG_START, layout.PCI_MMCONFIG_SEGMENT_SIZE, self.segment.ecam)
         self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segment, cfg,
-                                     consoles=consoles, memory_hotplug=self.memory_hotplug)
+                                     consoles=consoles, memory_hotplug=self.memory_hotplug, handover=self._handover)
         self.devices.attach_boot_devices()
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
@@ -419,9 +420,11 @@ class Machine:
             self.stop()
         return self.outcome
 
-    def close(self) -> None:
+    def close(self, handover: dict | None = None) -> None:
+        """Release everything. For a guest reboot, `handover` collects what devices hand
+        to the next boot (DeviceManager.close)."""
         if self.devices is not None:
-            self.devices.close()      # before the memory its I/O threads use goes away
+            self.devices.close(handover)      # before the memory its I/O threads use goes away
             self.devices = None
         for vcpu in self.vcpus.values():
             vcpu.close()

@@ -122,8 +122,7 @@ class Vmm:
         kind = outcome.kind
         if kind == "reset":
             log.info("guest reset; rebuilding the VM", reason=outcome.message or "reset")
-            self._teardown()
-            self._boot()
+            self._reboot()
         elif kind == "poweroff":
             log.info("guest powered off")
             self._teardown()
@@ -134,22 +133,37 @@ class Vmm:
             self._failure = outcome.message or "the VM stopped"
             self._exit = 1
 
-    def _boot(self) -> None:
+    def _reboot(self) -> None:
+        """A guest reset or vm.reboot: the next boot's devices get what this boot's hand
+        over (a vhost-user connection, ...); what no device claims is closed."""
+        handover: dict = {}
+        self._teardown(handover)
+        try:
+            self._boot(handover)
+        finally:
+            for device_id, kept in handover.items():
+                log.info("closing what a device handed over to a boot without it", id=device_id)
+                try:
+                    kept.close()
+                except Exception:
+                    log.exception("closing a handover failed", id=device_id)
+
+    def _boot(self, handover: dict | None = None) -> None:
         """Build a Machine from the current config and start it (the lock is held)."""
         self._consoles.configure(self.config)
         machine = Machine(self.kvm, self.config, self._consoles, self._supported, self.registry,
-                          on_outcome=self._wake.set)
+                          on_outcome=self._wake.set, handover=handover)
         self.boots += 1
         log.info("booting", boot=self.boots, vcpus=self.config.cpus.boot_vcpus)
         self.machine = machine
         machine.start()
         self.state = VmState.RUNNING
 
-    def _teardown(self) -> None:
+    def _teardown(self, handover: dict | None = None) -> None:
         machine, self.machine = self.machine, None
         if machine is not None:
             machine.stop()
-            machine.close()
+            machine.close(handover)
 
     # --- the API's actions (called on API threads) -------------------------------------------
 
@@ -212,8 +226,7 @@ class Vmm:
     def reboot(self) -> None:
         with self.lock:
             self._need_running("The VM could not reboot")
-            self._teardown()
-            self._boot()
+            self._reboot()
 
     def pause(self) -> None:
         with self.lock:

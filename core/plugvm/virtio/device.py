@@ -12,6 +12,7 @@ driver resets it. Nothing a guest does may raise anything else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from plugvm.errors import PlugvmError
@@ -45,16 +46,38 @@ class DeviceContext(Protocol):
         """Stop watching `fd` (e.g. while the RX queue has no buffers)."""
 
 
+@dataclass(frozen=True)
+class ExternalQueue:
+    """A queue another process serves (a vhost-user backend), as an external_queues
+    device gets it at activate(): its guest-physical ring addresses, the eventfd the
+    guest's notifies land on (an ioeventfd: the backend's kick) and the eventfd that
+    raises the queue's MSI-X vector (an irqfd: the backend's call; None when the driver
+    gave the queue no vector)."""
+
+    index: int
+    size: int
+    desc: int
+    avail: int
+    used: int
+    kick_fd: int
+    call_fd: int | None
+
+
 class VirtioDevice:
     """Base class for a virtio device. Subclasses set device_type and queue_sizes
     and override what they need; defaults describe a device with no config space."""
 
     device_type: int = 0                 # virtio device id: 1 net, 2 block, 4 entropy, ...
     queue_sizes: tuple[int, ...] = ()    # the maximum size of each queue (powers of two)
+    # The queues are served by another process (vhost-user), not by queue_notify():
+    # activate() gets ExternalQueue objects instead of SplitQueues, the transport never
+    # reads the kick eventfds, and it offers exactly device_features() (the backend's,
+    # VERSION_1 included), adding nothing of its own.
+    external_queues: bool = False
 
     def device_features(self) -> int:
         """Device-specific feature bits (the transport adds VERSION_1, EVENT_IDX and
-        INDIRECT_DESC itself)."""
+        INDIRECT_DESC itself, unless external_queues)."""
         return 0
 
     def config_bytes(self) -> bytes:
@@ -66,7 +89,8 @@ class VirtioDevice:
 
     def activate(self, memory, queues: list, features: int, context: DeviceContext) -> None:
         """The driver set DRIVER_OK. `queues` holds a virtio.queue.SplitQueue per queue the
-        driver enabled (None for one it did not), `features` the negotiated bits.
+        driver enabled (an ExternalQueue for an external_queues device; None for one it
+        did not), `features` the negotiated bits.
         Called on the device's I/O thread; the device may keep all four."""
 
     def queue_notify(self, index: int) -> None:
@@ -76,6 +100,15 @@ class VirtioDevice:
     def reset(self) -> None:
         """The driver reset the device: forget the queues and the negotiated features.
         Called on the I/O thread after it stopped calling queue_notify."""
+
+    def handover(self) -> object | None:
+        """The guest reboots: what the next boot's device with the same id should get as
+        DeviceEnv.handover (an open backend connection that must outlive the boot, such
+        as a vhost-user socket whose backend exits when it closes), or None. Called by
+        the core on the thread tearing the boot down, before the device is reset and
+        closed; close() must then leave what was handed over open. The object needs a
+        close(): the core calls it if no device claims it (the device left the config)."""
+        return None
 
     def close(self) -> None:
         """The device is removed or the VM ends: release host resources (fds, files)."""

@@ -19,7 +19,7 @@ from plugvm.pci.config_space import PciConfigSpace
 from plugvm.pci.msix import Msix
 from plugvm.virtio import common_config as cc
 from plugvm.virtio.device import (VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, DeviceError,
-                                  VirtioDevice)
+                                  ExternalQueue, VirtioDevice)
 from plugvm.virtio.io_thread import IoThread
 from plugvm.virtio.queue import SplitQueue, VirtqueueError
 
@@ -59,7 +59,8 @@ class VirtioPciDevice:
         self.vm = vm
         self.router = router
         self.bar_addr = bar_addr
-        self.common = cc.CommonConfig(device.device_features() | OFFERED, tuple(device.queue_sizes))
+        offered = device.device_features() | (0 if device.external_queues else OFFERED)
+        self.common = cc.CommonConfig(offered, tuple(device.queue_sizes))
         num_queues = len(device.queue_sizes)
         self.isr = 0
         self.active = False
@@ -92,7 +93,8 @@ class VirtioPciDevice:
         self.io = IoThread(f"virtio-{device_id}", self._device_failed)
         for index, fd in enumerate(self.notify_fds):
             vm.ioeventfd(fd, bar_addr + NOTIFY + index * NOTIFY_MULTIPLIER, 2, pio=False)
-            self.io.watch(fd, self._notified(index, fd))
+            if not device.external_queues:      # else the kicks are the backend's to read
+                self.io.watch(fd, self._notified(index, fd))
 
     # --- BAR0, from vCPU threads -------------------------------------------------------------
 
@@ -162,7 +164,13 @@ class VirtioPciDevice:
     def _activate(self) -> None:
         common = self.common
         event_idx = bool(common.driver_features & VIRTIO_F_EVENT_IDX)
-        queues: list[SplitQueue | None] = []
+        queues: list = []
+        if self.device.external_queues:
+            queues = [ExternalQueue(i, q.size, q.desc, q.driver, q.device, self.notify_fds[i],
+                                    self.vectors[q.msix_vector].eventfd if q.msix_vector < len(self.vectors) else None)
+                      if q.enabled else None for i, q in enumerate(common.queues)]
+            self.queues = queues
+            return self._start(queues)
         try:
             for q in common.queues:
                 queues.append(SplitQueue(self.memory, q.size, q.desc, q.driver, q.device, event_idx)
@@ -174,7 +182,10 @@ class VirtioPciDevice:
             self._needs_reset(e)
             return
         self.queues = queues
-        features = common.driver_features
+        self._start(queues)
+
+    def _start(self, queues: list) -> None:
+        features = self.common.driver_features
         try:
             self.io.call(lambda: self.device.activate(self.memory, queues, features, _Context(self)))
         except (DeviceError, VirtqueueError) as e:
@@ -196,7 +207,7 @@ class VirtioPciDevice:
 
     def _close_queues(self) -> None:
         for queue in self.queues:
-            if queue is not None:
+            if isinstance(queue, SplitQueue):
                 queue.close()
         self.queues = []
 
