@@ -126,18 +126,37 @@ def test_the_guest_talks_to_virtiofsd_through_the_rings_and_new_ram(machine):
     assert not t.active
 
 
+def request(queue, unique, opcode=3):              # FUSE_GETATTR by default
+    return queue.add([IN_HEADER.pack(IN_HEADER.size + 16, opcode, unique, 1, 0, 0, 0, 0, 0) + bytes(16)], [256])
+
+
 def test_a_killed_virtiofsd_breaks_the_device_and_nothing_else(machine):
     m, proc = machine
     t = m.devices.devices["myfs0"].transport
-    start_driver(t, [DriverQueue(m.memory, 0x100000 * (i + 1), 64) for i in range(2)])
-    assert t.active
+    queues = [DriverQueue(m.memory, 0x100000 * (i + 1), 64) for i in range(2)]
+    start_driver(t, queues)
+    assert fuse_init(t, queues[1], 7)[0][1] == 0
+    # A request virtiofsd never sees (not kicked): still out when it dies.
+    head, [(reply, _)] = request(queues[1], 0x51)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(5)
     deadline = time.monotonic() + 5
-    while not t.broken:
+    while not rd(t, 0x14, 1) & cc.DEVICE_NEEDS_RESET:
         assert time.monotonic() < deadline, "the device did not notice virtiofsd's death"
         time.sleep(0.02)
-    assert rd(t, 0x14, 1) & cc.DEVICE_NEEDS_RESET
+    # plugvm answers it, and what comes after, with ENOTCONN: the guest's requests end.
+    deadline = time.monotonic() + 5
+    while not (used := queues[1].take_used()):
+        assert time.monotonic() < deadline, "the request left by virtiofsd was not answered"
+        time.sleep(0.02)
+    assert used == [(head, 16)] and OUT_HEADER.unpack(m.memory.read(reply, 16)) == (16, -107, 0x51)
+    head, [(reply, _)] = request(queues[1], 0x52)
+    wr(t, NOTIFY + 1 * NOTIFY_MULTIPLIER, 2, 1)
+    deadline = time.monotonic() + 5
+    while not (used := queues[1].take_used()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert used == [(head, 16)] and OUT_HEADER.unpack(m.memory.read(reply, 16)) == (16, -107, 0x52)
     rng = m.devices.devices["__rng"].transport
     assert not rng.broken and rng.io.call(lambda: "served") == "served"
     # Its own I/O thread let go of the dead socket (no busy loop) and still serves.

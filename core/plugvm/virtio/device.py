@@ -45,6 +45,12 @@ class DeviceContext(Protocol):
     def unwatch(self, fd: int) -> None:
         """Stop watching `fd` (e.g. while the RX queue has no buffers)."""
 
+    def report_needs_reset(self, reason: str) -> None:
+        """Set DEVICE_NEEDS_RESET and tell the driver (a config interrupt), but keep the
+        device running: for one whose backend failed and that goes on answering the
+        driver with errors, so that the driver can unbind cleanly. (Raising DeviceError
+        instead stops the device at once.)"""
+
 
 @dataclass(frozen=True)
 class ExternalQueue:

@@ -338,6 +338,12 @@ class _Context:
         t._watched.add(fd)
         t.io.watch(fd, guarded)
 
+    def report_needs_reset(self, reason: str) -> None:
+        t = self._t
+        log.warning("virtio device needs reset; it goes on answering", id=t.id, reason=reason)
+        t.common.status |= cc.DEVICE_NEEDS_RESET
+        t.interrupt_config()
+
     def unwatch(self, fd) -> None:
         self._t._watched.discard(fd)
         self._t.io.unwatch(fd)

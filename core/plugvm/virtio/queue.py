@@ -126,6 +126,14 @@ class SplitQueue:
             self._used[self._avail_event] = last
         return chain
 
+    def walk(self, head: int) -> Chain:
+        """The chain starting at descriptor `head`, whether or not pop() took it: for a
+        device that takes a queue over from a backend that left chains unanswered (it
+        had popped them itself). VirtqueueError for a head or chain that breaks the rules."""
+        if not 0 <= head < self.size:
+            raise VirtqueueError(f"descriptor head {head} is not below the queue size {self.size}")
+        return self._walk(head)
+
     def _walk(self, head: int) -> Chain:
         table, table_len = self._desc, self.size
         if head >= table_len:

@@ -16,6 +16,7 @@ vhost-user devices connected across a reset.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ import structlog
 
 from plugvm.errors import PlugvmError
 from plugvm.vhost_user import (F_PROTOCOL_FEATURES, Frontend, MemoryTable, Negotiation, VhostUserError, VringConfig)
-from plugvm.virtio.device import VIRTIO_F_VERSION_1, DeviceError, VirtioDevice
+from plugvm.virtio.device import VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, DeviceError, VirtioDevice
+from plugvm.virtio.queue import VirtqueueError
 
 from plugvm_virtio_fs.config import TAG_MAX, FsConfig
+from plugvm_virtio_fs.takeover import Takeover
 
 log = structlog.get_logger(__name__)
 DEVICE_TYPE = 26
@@ -86,6 +89,9 @@ class VirtioFs(VirtioDevice):
         self.memory = None
         self.context = None
         self.started: list[int] = []
+        self.queues: list = []              # the ExternalQueues of the running driver
+        self.features = 0
+        self.takeovers: list[Takeover] = []  # once virtiofsd is gone: plugvm answers the queues
         self._handed_over = False
 
     @property
@@ -119,12 +125,15 @@ class VirtioFs(VirtioDevice):
             raise DeviceError(f"virtio-fs {self.config.tag}: virtiofsd refused the device: {e}") from e
         self.table = table
         self.started = [r.index for r in rings]
+        self.queues, self.features = [q for q in queues if q is not None], features
         context.watch(self.frontend.fileno(), self._socket_readable)
         log.info("virtio-fs started", tag=self.config.tag, socket=self.connection.socket, queues=self.started)
 
     def _socket_readable(self) -> None:
         """virtiofsd sends nothing unasked (no backend channel is set up): readable means
-        it hung up, or broke the protocol. Either way this device is broken."""
+        it hung up, or broke the protocol. Either way the device is broken: it says so
+        (DEVICE_NEEDS_RESET), cuts virtiofsd off and answers the queues itself
+        (takeover.py), so that the guest's requests end and its driver can let go."""
         fd = self.frontend.fileno()
         try:
             data = _peek(fd)
@@ -133,9 +142,20 @@ class VirtioFs(VirtioDevice):
         except OSError:
             data = b""
         self.context.unwatch(fd)          # level-triggered: a dead socket would wake the thread forever
-        if not data:
-            raise DeviceError(f"virtio-fs {self.config.tag}: virtiofsd closed its socket {self.connection.socket}")
-        raise DeviceError(f"virtio-fs {self.config.tag}: virtiofsd sent a message nobody asked for")
+        why = "virtiofsd closed its socket" if not data else "virtiofsd sent a message nobody asked for"
+        reason = f"virtio-fs {self.config.tag}: {why} ({self.connection.socket}); its requests now fail"
+        try:
+            _shutdown(fd)                 # a backend that broke the protocol is not trusted with the rings
+        except OSError:
+            pass
+        self.context.report_needs_reset(reason)
+        try:
+            for q in self.queues:
+                takeover = Takeover(self.memory, q, bool(self.features & VIRTIO_F_EVENT_IDX), self.context)
+                self.takeovers.append(takeover)
+                self.context.watch(q.kick_fd, _kicked(q.kick_fd, takeover))
+        except VirtqueueError as e:
+            raise DeviceError(f"virtio-fs {self.config.tag}: the guest's rings cannot be taken over: {e}") from e
 
     def memory_added(self, region) -> None:
         """plugvm_memory_added, on the API thread serving the resize: virtiofsd maps the
@@ -153,17 +173,36 @@ class VirtioFs(VirtioDevice):
                 pass
 
     def reset(self) -> None:
-        if self.started:
+        for takeover in self.takeovers:
+            takeover.close()
+        if self.started and not self.takeovers:
             self.frontend.deactivate(self.started)
+        self.takeovers, self.queues = [], []
         self.started, self.table, self.memory, self.context = [], None, None, None
 
-    def handover(self) -> Connection:
+    @property
+    def dead(self) -> bool:
+        return bool(self.takeovers)
+
+    def handover(self) -> Connection | None:
+        if self.dead:
+            return None             # the next boot connects afresh (to a restarted virtiofsd)
         self._handed_over = True
         return self.connection
 
     def close(self) -> None:
         if not self._handed_over:
             self.connection.close()
+
+
+def _kicked(fd: int, takeover: Takeover):
+    def handler() -> None:
+        try:
+            os.eventfd_read(fd)
+        except BlockingIOError:
+            return
+        takeover.drain()
+    return handler
 
 
 def _peek(fd: int) -> bytes:
