@@ -68,7 +68,7 @@ def mount(guest, tag="myfs", seconds=10):
     """cloud-hypervisor retries the mount for 10 s: the driver may still be probing."""
     return guest.console.run_status(f"mkdir -p /mnt; i=0; until mount -t virtiofs {tag} /mnt; do "
                                     f"i=$((i+1)); [ $i -ge {seconds * 10} ] && break; sleep 0.1; done; "
-                                    f"mountpoint -q /mnt", timeout=seconds + 30)[0]
+                                    f"grep -q ' /mnt virtiofs ' /proc/mounts", timeout=seconds + 30)[0]
 
 
 def until(guest, test, seconds=10):
@@ -152,7 +152,7 @@ def test_virtiofsd_killed_under_a_reading_guest_breaks_only_its_device(launch_gu
                                 "--fs", f"tag=myfs,socket={virtiofsd.socket},id=myfs0"])
     run = guest.console.run
     assert mount(guest) == 0
-    run("(while cat /mnt/large > /dev/null 2>&1; do :; done; echo reader-ended > /tmp/reader) &")
+    guest.console.send("(while cat /mnt/large > /dev/null 2>&1; do :; done; echo reader-ended > /tmp/reader) &\n")
     time.sleep(2)
     virtiofsd.kill()
     # The VMM lives and answers; the device says it is broken; the guest's reads end in

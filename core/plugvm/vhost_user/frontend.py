@@ -85,6 +85,13 @@ class Frontend:
     def fileno(self) -> int:
         return self._conn.fileno()
 
+    @property
+    def lock(self):
+        """Held for every exchange. A device watching fileno() for EOF takes it before it
+        looks, so that a reply another thread is waiting for is not taken for a message
+        the backend sent unasked."""
+        return self._conn.lock
+
     def close(self) -> None:
         """Close the socket; a backend such as virtiofsd then exits. Idempotent."""
         self._conn.close()

@@ -135,12 +135,13 @@ class VirtioFs(VirtioDevice):
         (DEVICE_NEEDS_RESET), cuts virtiofsd off and answers the queues itself
         (takeover.py), so that the guest's requests end and its driver can let go."""
         fd = self.frontend.fileno()
-        try:
-            data = _peek(fd)
-        except BlockingIOError:
-            return                        # woken for nothing
-        except OSError:
-            data = b""
+        with self.frontend.lock:          # a reply an API thread awaits (ADD_MEM_REG) is its own
+            try:
+                data = _peek(fd)
+            except BlockingIOError:
+                return                    # that reply, taken meanwhile, or woken for nothing
+            except OSError:
+                data = b""
         self.context.unwatch(fd)          # level-triggered: a dead socket would wake the thread forever
         why = "virtiofsd closed its socket" if not data else "virtiofsd sent a message nobody asked for"
         reason = f"virtio-fs {self.config.tag}: {why} ({self.connection.socket}); its requests now fail"
