@@ -3,6 +3,7 @@ KVM, without a Linux guest: a Machine with --vsock binds the socket, removal (th
 guest's eject played by the test) unlinks it, a reboot hands it over, an existing path
 is refused with nothing attached; then the API: one vsock per VM, as cloud-hypervisor."""
 
+import gc
 import os
 import socket
 import stat
@@ -60,6 +61,7 @@ def is_socket(path) -> bool:
 
 
 def fds():
+    gc.collect()        # an earlier test's garbage closing its fds mid-test is not ours
     return len(os.listdir("/proc/self/fd"))
 
 

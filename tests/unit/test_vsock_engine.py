@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import socket
 
 import pytest
 
 from plugvm_vsock.connection import BUF_ALLOC
-from plugvm_vsock.device import RX
+from plugvm_vsock.device import RX, TX
+from plugvm_vsock.engine import MAX_BACKLOG
 from plugvm_vsock.engine import FIRST_LOCAL_PORT
-from plugvm_vsock.packet import (HOST_CID, MAX_PAYLOAD, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST,
+from plugvm_vsock.packet import (HEADER, HOST_CID, TYPE_STREAM, MAX_PAYLOAD, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST,
                                  OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_BOTH, SHUTDOWN_SEND)
 
-from vsock_rig import GUEST_CID, GuestPort, Rig, ops
+from vsock_rig import GUEST_CID, RX_BUF, GuestPort, Rig, ops
 
 
 @pytest.fixture
@@ -390,24 +392,59 @@ def test_packets_that_name_no_connection(rig):
 
 
 def test_a_flood_without_rx_buffers_stays_bounded(tmp_path):
+    """A guest that sends packets owing resets but gives no RX buffers: the device stops
+    taking its TX chains once the backlog is full, and goes on when buffers come."""
     rig = Rig(tmp_path / "v.sock", rx_buffers=0)
     try:
-        for i in range(3000):
-            rig.txq.add(readable=[b"\0" * 44])               # op 0 from CID 0: dropped, nothing owed
-            if i % 200 == 199:
-                rig.device.queue_notify(1)
-                rig.txq.take_used()
-                rig.txq.recycle()
-        from plugvm_vsock.packet import HEADER
-        for i in range(250):
-            rig.txq.add(readable=[HEADER.pack(GUEST_CID, HOST_CID, i, 1, 0, 1, OP_RW, 0, 0, 0)])
-        for _ in range(20):
-            rig.device.queue_notify(1)
-            rig.txq.take_used()
-            rig.txq.recycle()
-            for i in range(250):
-                rig.txq.add(readable=[HEADER.pack(GUEST_CID, HOST_CID, i, 1, 0, 1, OP_RW, 0, 0, 0)])
-        from plugvm_vsock.engine import MAX_BACKLOG
-        assert len(rig.device.engine.backlog) <= MAX_BACKLOG
+        engine, outstanding, port = rig.device.engine, 0, 0
+        rig.send(OP_RW, 1, 1, b"x", src_cid=0)                  # one from the wrong CID: dropped, owes nothing
+        for _ in range(100):
+            while outstanding < 256:
+                rig.txq.add(readable=[HEADER.pack(GUEST_CID, HOST_CID, port, 1, 0, TYPE_STREAM, OP_RW, 0, 0, 0)])
+                port, outstanding = port + 1, outstanding + 1
+            rig.device.queue_notify(TX)
+            used = len(rig.txq.take_used())
+            outstanding -= used
+            if not used:
+                break
+        assert len(engine.backlog) == MAX_BACKLOG and outstanding == 256
+        for _ in range(64):
+            head, [(addr, _)] = rig.rxq.add(writable=[RX_BUF])
+            rig.rx_addrs[head] = addr
+        rig.device.queue_notify(RX)
+        got = rig.take()
+        assert len(got) >= 64 and set(ops(got)) == {OP_RST}
+        assert rig.txq.take_used()                              # TX moves again
+    finally:
+        rig.close()
+
+
+def test_header_and_payload_in_buffers_of_their_own(tmp_path):
+    """Older Linux drivers put the header and the payload in two descriptors, both ways."""
+    rig = Rig(tmp_path / "v.sock", rx_buffers=0)
+    try:
+        server = host_listen(rig, 8)
+        rig.txq.add(readable=[HEADER.pack(GUEST_CID, HOST_CID, 900, 8, 0, TYPE_STREAM, OP_REQUEST, 0, 65536, 0)])
+        rig.txq.add(readable=[HEADER.pack(GUEST_CID, HOST_CID, 900, 8, 5, TYPE_STREAM, OP_RW, 0, 65536, 0)[:40],
+                              HEADER.pack(GUEST_CID, HOST_CID, 900, 8, 5, TYPE_STREAM, OP_RW, 0, 65536, 0)[40:]
+                              + b"he", b"llo"])
+        rig.device.queue_notify(TX)
+        peer, _ = server.accept()
+        peer.settimeout(2)
+        assert recv_exactly(peer, 5) == b"hello"
+        peer.sendall(b"w" * 6000)
+        chains = [rig.rxq.add(writable=[44, 4096]) for _ in range(3)]
+        rig.device.queue_notify(RX)
+        fd = rig.device.poller.fileno()
+        while select.select([fd], [], [], 0.2)[0]:
+            rig.context.watched[fd]()
+        used = dict(rig.rxq.take_used())
+        seen = b""
+        for head, [(hdr_addr, _), (data_addr, _)] in chains:
+            header = HEADER.unpack(rig.memory.read(hdr_addr, 44))
+            if header[6] == OP_RW:
+                assert used[head] == 44 + header[4]
+                seen += rig.memory.read(data_addr, header[4])
+        assert seen == b"w" * 6000
     finally:
         rig.close()
