@@ -71,3 +71,9 @@ def test_device_type_is_one_per_vm_and_hot_pluggable():
     t = registry.by_option("--vsock")
     assert (t.name, t.kind, t.config_key, t.api_verb, t.id_prefix, t.multiple, t.removable) == (
         "vsock", "virtio", "vsock", "vm.add-vsock", "_vsock", False, True)
+
+
+def test_what_plugvm_remote_add_vsock_sends_is_read(tmp_path):
+    from plugvm_remote.configs import vsock_body
+    body, fds = vsock_body(f"cid=3,socket={tmp_path / 'r.sock'},id=test0")
+    assert fds == [] and from_json(body) == VsockConfig(cid=3, socket=tmp_path / "r.sock", id="test0")

@@ -4,6 +4,7 @@ many connections, shutdown and reset, and a hostile guest."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import select
@@ -448,3 +449,17 @@ def test_header_and_payload_in_buffers_of_their_own(tmp_path):
         assert seen == b"w" * 6000
     finally:
         rig.close()
+
+
+def test_out_of_fds_pauses_the_listener_until_a_stream_closes(rig, monkeypatch):
+    s, guest = open_from_host(rig, 16)
+    real = rig.device.listener.accept
+
+    def emfile():
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    monkeypatch.setattr(rig.device.listener, "accept", emfile)
+    waiting = host_connect(rig, b"CONNECT 17\n")
+    assert rig.pump() == [] and rig.device.muxer.paused          # no spinning on the readable listener
+    monkeypatch.setattr(rig.device.listener, "accept", real)
+    rig.send(OP_RST, guest.port, guest.host_port)                 # a stream closes: an fd is free
+    assert [h.dst_port for h, _ in rig.pump() if h.op == OP_REQUEST] == [17]

@@ -26,6 +26,8 @@ from plugvm_vsock.packet import (HEADER_SIZE, HOST_CID, MAX_PAYLOAD, OP_CREDIT_R
 from plugvm_vsock.poller import IN, OUT, Poller
 
 log = structlog.get_logger(__name__)
+# What a guest's packets cause is logged at debug only (and counted): a guest must not
+# be able to flood the VMM's log.
 
 MAX_CONNECTIONS = 1023          # cloud-hypervisor's bound (notes §3g)
 MAX_BACKLOG = 2 * MAX_CONNECTIONS + 64
@@ -46,6 +48,7 @@ class Engine:
         self.backlog: deque[tuple[tuple[int, int], int, int]] = deque()   # (key, op, flags) owed the guest
         self.ready: deque[Connection] = deque()      # host data to read, credit permitting
         self._next_port = FIRST_LOCAL_PORT
+        self.on_close: Callable[[], None] = lambda: None     # a host stream closed (the muxer listens)
         self.counters = {"rst_sent": 0, "dropped": 0}
 
     # --- what the device asks ----------------------------------------------------------------
@@ -133,6 +136,7 @@ class Engine:
         if len(self.conns) >= MAX_CONNECTIONS:
             log.warning("vsock: too many connections; host stream closed", limit=MAX_CONNECTIONS)
             sock.close()
+            self.on_close()
             return
         port = self._free_port()
         conn = self.conns[(port, guest_port)] = Connection(port, guest_port, sock, State.CONNECTING)
@@ -153,13 +157,13 @@ class Engine:
     def _guest_connects(self, header: Header, key: tuple[int, int]) -> None:
         path = f"{self.socket_path}_{header.dst_port}"
         if len(self.conns) >= MAX_CONNECTIONS:
-            log.warning("vsock: too many connections; guest connect refused", limit=MAX_CONNECTIONS, path=path)
+            log.debug("vsock: too many connections; guest connect refused", limit=MAX_CONNECTIONS, path=path)
             self._owe(key, OP_RST)
             return
         try:
             sock = self.connect(path)
         except OSError as e:
-            log.info("vsock: guest connect refused: nothing listens", path=path, error=e.strerror or str(e))
+            log.debug("vsock: guest connect refused: nothing listens", path=path, error=e.strerror or str(e))
             self._owe(key, OP_RST)
             return
         conn = self.conns[key] = Connection(key[0], key[1], sock, State.ESTABLISHED)
@@ -325,7 +329,7 @@ class Engine:
 
     def _close(self, conn: Connection, *, notify_guest: bool = True, reason: str | None = None) -> None:
         if reason:
-            log.info("vsock: connection reset", host_port=conn.host_port, guest_port=conn.guest_port, reason=reason)
+            log.debug("vsock: connection reset", host_port=conn.host_port, guest_port=conn.guest_port, reason=reason)
         self.conns.pop(conn.key, None)
         self.poller.remove(conn.fileno())
         if conn.queued:
@@ -333,10 +337,11 @@ class Engine:
         conn.close()
         if notify_guest:
             self._owe(conn.key, OP_RST)
+        self.on_close()
 
     def _reset_named(self, header: Header, why: str) -> None:
         """A bad packet: reset the connection it names (if any), answer with RST unless it was one."""
-        log.info("vsock: bad packet from the guest", reason=why, src_port=header.src_port, dst_port=header.dst_port)
+        log.debug("vsock: bad packet from the guest", reason=why, src_port=header.src_port, dst_port=header.dst_port)
         key = (header.dst_port, header.src_port)
         conn = self.conns.get(key) if header.dst_cid == HOST_CID else None
         if conn is not None:
@@ -346,7 +351,7 @@ class Engine:
 
     def _drop(self, what: str, error: Exception | None, **fields) -> None:
         self.counters["dropped"] += 1
-        log.info(f"vsock: {what} dropped", error=str(error) if error else None, **fields)
+        log.debug(f"vsock: {what} dropped", error=str(error) if error else None, **fields)
 
     def _free_port(self) -> int:
         used = {port for port, _ in self.conns}

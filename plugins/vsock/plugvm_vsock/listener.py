@@ -48,13 +48,11 @@ class Listener:
         return self.sock.fileno()
 
     def accept(self) -> socket.socket | None:
-        """A new host stream (non-blocking), or None when none is waiting."""
+        """A new host stream (non-blocking), or None when none is waiting; OSError when
+        one waits but cannot be taken (EMFILE: out of fds)."""
         try:
             conn, _ = self.sock.accept()
         except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as e:          # EMFILE and the like: this one waits in the backlog
-            log.warning("vsock: accept failed", socket=str(self.path), error=e.strerror)
             return None
         conn.setblocking(False)
         return conn

@@ -30,11 +30,22 @@ class Muxer:
         self.listener, self.poller, self.engine = listener, poller, engine
         # fd → (stream, the part of its CONNECT line read so far)
         self.pending: dict[int, tuple[socket.socket, bytearray]] = {}
+        self.paused = False
+        engine.on_close = self.resume
         poller.set(listener.fileno(), IN, self._accept)
 
     def _accept(self, events: int) -> None:
         for _ in range(ACCEPTS_PER_EVENT):
-            sock = self.listener.accept()
+            try:
+                sock = self.listener.accept()
+            except OSError as e:
+                # The stream stays in the backlog and the listener readable: stop listening
+                # (or the thread would spin) until a stream closes and frees an fd.
+                log.warning("vsock: cannot accept; listening again when a stream closes",
+                            socket=str(self.listener.path), error=e.strerror)
+                self.paused = True
+                self.poller.remove(self.listener.fileno())
+                return
             if sock is None:
                 return
             if len(self.pending) + len(self.engine.conns) >= MAX_CONNECTIONS:
@@ -81,6 +92,13 @@ class Muxer:
         del self.pending[sock.fileno()]
         self.poller.remove(sock.fileno())
         sock.close()
+        self.resume()
+
+    def resume(self) -> None:
+        """A stream closed: listen again if an accept failed for want of fds."""
+        if self.paused:
+            self.paused = False
+            self.poller.set(self.listener.fileno(), IN, self._accept)
 
     def close(self) -> None:
         """Close the streams still on their first line; the listener stays (the device's)."""
