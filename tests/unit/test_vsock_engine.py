@@ -463,3 +463,23 @@ def test_out_of_fds_pauses_the_listener_until_a_stream_closes(rig, monkeypatch):
     monkeypatch.setattr(rig.device.listener, "accept", real)
     rig.send(OP_RST, guest.port, guest.host_port)                 # a stream closes: an fd is free
     assert [h.dst_port for h, _ in rig.pump() if h.op == OP_REQUEST] == [17]
+
+
+def test_rx_chains_too_small_for_data_are_given_back_empty(tmp_path):
+    rig = Rig(tmp_path / "v.sock", rx_buffers=0)
+    try:
+        s = host_connect(rig, b"CONNECT 16\n")
+        tiny = [rig.rxq.add(writable=[size])[0] for size in (20, 44, 44)]
+        fd = rig.device.poller.fileno()
+        while select.select([fd], [], [], 0.1)[0]:
+            rig.context.watched[fd]()
+        used = rig.rxq.take_used()
+        assert used[:2] == [(tiny[0], 0), (tiny[1], 44)]         # no header fits; the REQUEST
+        request = HEADER.unpack(rig.memory.read(rig.rxq.desc_addr(tiny[1]), 44))
+        rig.send(OP_RESPONSE, request[3], request[2])
+        s.sendall(b"data")
+        while select.select([fd], [], [], 0.1)[0]:
+            rig.context.watched[fd]()
+        assert (tiny[2], 0) in rig.rxq.take_used() + used           # a header alone carries no data
+    finally:
+        rig.close()

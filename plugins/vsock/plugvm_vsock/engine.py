@@ -123,6 +123,8 @@ class Engine:
                 continue
             if not self.ready:
                 return None
+            if room == HEADER_SIZE:
+                return 0                        # room for a header only: no use for data
             conn = self.ready.popleft()
             conn.queued = False
             count = self._read_host(conn, span(writable, HEADER_SIZE, min(room - HEADER_SIZE, MAX_PAYLOAD)))
