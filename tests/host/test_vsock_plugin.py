@@ -20,7 +20,7 @@ from plugvm.machine import Machine
 from plugvm.serial_port import ConsoleBackend, Consoles
 from plugvm.testing.tiny_kernel import bzimage
 
-from plugvm_vsock import Listener, VsockConfig, VsockError
+from plugvm_vsock import Listener, VsockError
 
 from test_api import Plugvm, errors, vm_body, wait_serial
 from test_hotplug import eject

@@ -16,7 +16,8 @@ from __future__ import annotations
 import enum
 import socket
 
-from plugvm_vsock.packet import U32
+from plugvm_vsock.packet import U32, span
+from plugvm_vsock.poller import IN, OUT
 
 BUF_ALLOC = 256 * 1024      # our receive buffer per connection, as Linux's default buffer_size
 
@@ -84,6 +85,62 @@ class Connection:
             return False
         told_room = BUF_ALLOC - ((self.fwd_cnt - self.told_fwd_cnt) & U32) - self.buffered()
         return told_room < BUF_ALLOC // 2
+
+    def events(self) -> int:
+        """The epoll events wanted now: readable while the guest can take data (and the
+        stream is not already queued for an RX buffer), writable while outbuf holds some."""
+        mask = 0
+        if (self.state is State.ESTABLISHED and not self.host_eof and not self.guest_shut_rcv
+                and not self.queued and self.peer_credit() > 0):
+            mask |= IN
+        if self.outbuf:
+            mask |= OUT
+        return mask
+
+    # --- the host socket (non-blocking; OSError other than EAGAIN means the stream broke) ----
+
+    def take(self, payload: list[memoryview], length: int) -> None:
+        """Guest data for the host: written at once when nothing waits before it, the rest
+        kept in outbuf (the caller checked it is within our credit)."""
+        sent = 0
+        if not self.outbuf:
+            try:
+                sent = self.sock.sendmsg(payload, [], socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            self.fwd_cnt = (self.fwd_cnt + sent) & U32
+        for piece in span(payload, sent, length - sent):
+            self.outbuf += piece
+
+    def say(self, line: bytes) -> None:
+        """Bytes of ours for the host, ahead of the guest's and outside its credit."""
+        self.outbuf += line
+        self.uncounted += len(line)
+
+    def flush(self) -> None:
+        """Write what outbuf holds, as far as the host socket takes it."""
+        if self.outbuf:
+            try:
+                sent = self.sock.send(self.outbuf, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            self.forwarded(sent)
+
+    def read_into(self, views: list[memoryview]) -> int | None:
+        """Host bytes into `views` (the caller bounded them by the guest's credit): how
+        many, 0 at the host's end, None when it has none now."""
+        try:
+            return self.sock.recvmsg_into(views, 0, socket.MSG_DONTWAIT)[0]
+        except BlockingIOError:
+            return None
+
+    def shut_host_write(self) -> None:
+        """The guest sends no more and all it sent is out: the host reader sees its end."""
+        self.host_shut_sent = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass            # gone already: the next read or write finds out
 
     def close(self) -> None:
         self.sock.close()

@@ -20,7 +20,7 @@ import structlog
 
 from plugvm_vsock.connection import BUF_ALLOC, Connection, State
 from plugvm_vsock.packet import (HEADER_SIZE, HOST_CID, MAX_PAYLOAD, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE,
-                                 OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_BOTH, SHUTDOWN_RCV,
+                                 OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, OPS, SHUTDOWN_RCV,
                                  SHUTDOWN_SEND, TYPE_STREAM, Header, MalformedPacketError, ShortPacketError,
                                  read_packet, span, write_header)
 from plugvm_vsock.poller import IN, OUT, Poller
@@ -76,7 +76,7 @@ class Engine:
             # Not the guest's address: answering would speak for someone else (ch drops these too).
             self._drop("packet from a CID not the guest's", None, src_cid=header.src_cid)
             return
-        if header.dst_cid != HOST_CID or header.type != TYPE_STREAM or header.op not in range(1, 8):
+        if header.dst_cid != HOST_CID or header.type != TYPE_STREAM or header.op not in OPS:
             self._reset_named(header, f"dst_cid {header.dst_cid}, type {header.type}, op {header.op}")
             return
         key = (header.dst_port, header.src_port)
@@ -175,9 +175,7 @@ class Engine:
 
     def _accepted(self, conn: Connection) -> None:
         conn.state = State.ESTABLISHED
-        line = f"OK {conn.host_port}\n".encode()
-        conn.outbuf += line
-        conn.uncounted += len(line)
+        conn.say(f"OK {conn.host_port}\n".encode())       # the hybrid protocol's answer (notes §3g)
         self._write_host(conn)
 
     def _guest_data(self, conn: Connection, payload: list[memoryview], length: int) -> None:
@@ -189,21 +187,11 @@ class Engine:
         if conn.buffered() + length > BUF_ALLOC:
             self._close(conn, reason=f"{length} bytes past the credit we gave ({BUF_ALLOC - conn.buffered()} left)")
             return
-        if conn.outbuf:
-            for piece in payload:
-                conn.outbuf += piece
-        else:
-            try:
-                sent = conn.sock.sendmsg(payload, [], socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as e:
-                self._close(conn, reason=f"host stream: {e.strerror}")
-                return
-            conn.fwd_cnt = (conn.fwd_cnt + sent) & 0xFFFF_FFFF
-            rest = span(payload, sent, length - sent)
-            for piece in rest:
-                conn.outbuf += piece
+        try:
+            conn.take(payload, length)
+        except OSError as e:
+            self._close(conn, reason=f"host stream: {e.strerror}")
+            return
         self._after_write(conn)
 
     def _guest_shutdown(self, conn: Connection, flags: int) -> None:
@@ -239,14 +227,13 @@ class Engine:
         if credit <= 0:
             self._interest(conn)                # the guest's CREDIT_UPDATE brings us back
             return 0
-        views = span(views, 0, credit)
         try:
-            count = conn.sock.recvmsg_into(views, 0, socket.MSG_DONTWAIT)[0]
-        except BlockingIOError:
-            self._interest(conn)
-            return 0
+            count = conn.read_into(span(views, 0, credit))
         except OSError as e:
             self._close(conn, reason=f"host stream: {e.strerror}")
+            return 0
+        if count is None:
+            self._interest(conn)                # epoll tells us when more comes
             return 0
         if count == 0:
             conn.host_eof = True                # the host shut its side: tell the guest, keep its direction
@@ -259,15 +246,11 @@ class Engine:
         return count
 
     def _write_host(self, conn: Connection) -> None:
-        if conn.outbuf:
-            try:
-                sent = conn.sock.send(conn.outbuf, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as e:
-                self._close(conn, reason=f"host stream: {e.strerror}")
-                return
-            conn.forwarded(sent)
+        try:
+            conn.flush()
+        except OSError as e:
+            self._close(conn, reason=f"host stream: {e.strerror}")
+            return
         self._after_write(conn)
 
     def _after_write(self, conn: Connection) -> None:
@@ -278,11 +261,7 @@ class Engine:
         if conn.credit_low() and not conn.guest_shut_send:
             self._owe_credit(conn)
         if not conn.outbuf and conn.guest_shut_send and not conn.host_shut_sent:
-            conn.host_shut_sent = True
-            try:
-                conn.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            conn.shut_host_write()
         done = conn.guest_shut_send and (conn.host_eof or conn.guest_shut_rcv)
         if done and not conn.outbuf:
             # Both directions are over: the reset is what a Linux peer waits for to free its socket.
@@ -291,12 +270,7 @@ class Engine:
         self._interest(conn)
 
     def _interest(self, conn: Connection) -> None:
-        mask = 0
-        if (conn.state is State.ESTABLISHED and not conn.host_eof and not conn.guest_shut_rcv
-                and not conn.queued and conn.peer_credit() > 0):
-            mask |= IN
-        if conn.outbuf:
-            mask |= OUT
+        mask = conn.events()
         if mask != conn.mask:
             conn.mask = mask
             self.poller.set(conn.fileno(), mask, lambda events, c=conn: self._host_event(c, events))
