@@ -51,3 +51,18 @@ def test_a_current_image_is_not_rebuilt(image):
 def test_missing_image_says_how_to_build_it(tmp_path):
     with pytest.raises(ImageError, match="make guest"):
         GuestImage.load(tmp_path)
+
+
+def test_initramfs_holds_vsockcat_static_and_executable(image):
+    """The vsock tests' AF_VSOCK client and server (plugvm.testing.guest_tools)."""
+    import struct
+    entries = {e["name"]: e for e in parse_newc(gzip.decompress(image.initramfs.read_bytes()))}
+    tool = entries["bin/vsockcat"]
+    elf = tool["data"]
+    assert elf[:4] == b"\x7fELF" and tool["mode"] & 0o111
+    # Static: no PT_INTERP (3) among the program headers, since the guest has no ld.so.
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    types = [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
+    assert 3 not in types and 1 in types
+    assert b"usage: vsockcat listen PORT | echo PORT | connect CID PORT" in elf

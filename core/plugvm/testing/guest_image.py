@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugvm.testing import cpio, debian, initramfs, kmod
+from plugvm.testing import cpio, debian, guest_tools, initramfs, kmod
 from plugvm.testing.errors import ImageError, TestingError
 from plugvm.testing.paths import build_dir
 
@@ -103,7 +103,8 @@ def build(root: Path | None = None, *, force: bool = False, log=print) -> GuestI
     inputs = {
         "kernel": f"{kernel_pkg}={debian.candidate_version(kernel_pkg)}",
         "busybox": f"busybox-static={debian.candidate_version('busybox-static')}",
-        "builder": initramfs.source_digest(sys.modules[__name__], cpio, kmod, initramfs),
+        "builder": initramfs.source_digest(sys.modules[__name__], cpio, kmod, initramfs, guest_tools),
+        "tools": guest_tools.digest(),
     }
     manifest = initramfs.Manifest(root / "manifest.json")
     outputs = [root / "vmlinuz", root / "initramfs.img"]
@@ -118,6 +119,8 @@ def build(root: Path | None = None, *, force: bool = False, log=print) -> GuestI
     order = tree.load_order(MODULES)
 
     archive = initramfs.busybox_archive(busybox, tree, release, order)
+    for guest_path, binary in guest_tools.build().items():     # vsockcat: AF_VSOCK for the vsock tests
+        archive.file(guest_path, binary, perm=0o755)
     archive.symlink("init", "bin/busybox")
     archive.symlink("bin/sh", "busybox")
     archive.file("etc/inittab", INITTAB.encode())
