@@ -36,6 +36,7 @@ bench: deps install guest
 	$(BIN)/python bench/disk.py --runs 2
 	$(BIN)/python bench/hotplug.py --runs 10
 	$(BIN)/python bench/fs.py --runs 2
+	$(BIN)/python bench/vsock.py --runs 2
 
 # The lab soak (bench/soak.py): guest runs in a row, counting L1 freezes: boots under
 # plugvm and QEMU, then the e2e tests in a loop, each test a run.

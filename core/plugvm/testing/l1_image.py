@@ -18,8 +18,9 @@ from plugvm.testing.errors import ImageError
 from plugvm.testing.paths import build_dir
 
 KERNEL_META = "linux-image-amd64"
-# 9p for the shares; kvm_amd for /dev/kvm; tun for the tap devices of network tests.
-MODULES = ["virtio_pci", "9pnet_virtio", "9p", "kvm_amd", "tun"]
+# 9p for the shares; kvm_amd for /dev/kvm; tun for the tap devices of network tests;
+# vhost_vsock for QEMU's vhost-vsock-pci, the reference bench/vsock.py measures against.
+MODULES = ["virtio_pci", "9pnet_virtio", "9p", "kvm_amd", "tun", "vhost_vsock"]
 MODULE_PARAMS = {"kvm_amd": "nested=1 npt=1"}
 
 # Stage 1, PID 1 in the initramfs. The lab folder's path comes on the kernel
