@@ -27,21 +27,12 @@ from plugvm.testing.virtq_driver import DriverQueue
 from plugvm.virtio import common_config as cc
 from plugvm.virtio.pci_transport import NOTIFY, NOTIFY_MULTIPLIER
 
+from test_virtio_pci import rd, wr
 from test_vhost_user_virtiofsd import FUSE_INIT, IN_HEADER, INIT_IN, OUT_HEADER, virtiofsd  # noqa: F401 (fixture)
 
 MiB, GiB = 1 << 20, 1 << 30
 BIN = Path(sys.executable).parent
 VERSION_1 = 1 << 32
-
-
-def rd(t, offset, size):
-    data = memoryview(bytearray(size))
-    t.read(offset, data)
-    return int.from_bytes(data, "little")
-
-
-def wr(t, offset, size, value):
-    t.write(offset, memoryview(bytearray(value.to_bytes(size, "little"))))
 
 
 @pytest.fixture
