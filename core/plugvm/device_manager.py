@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from plugvm.config.errors import ConfigError
 from plugvm.errors import PlugvmError
 from plugvm.bus import BusError
 from plugvm.pci.allocator import AllocationError
@@ -24,6 +25,7 @@ from plugvm.pci.segment import PciSegment, SlotError
 from plugvm.virtio.pci_transport import BAR0_SIZE, VirtioPciDevice
 
 log = structlog.get_logger(__name__)
+PCI_SLOTS = 32                      # per segment; slot 0 is the host bridge
 VIRTIO_BAR_ALIGNMENT = 8 << 20      # cloud-hypervisor aligns virtio BAR0 (512 KiB) to 8 MiB
 
 
@@ -81,6 +83,33 @@ class Attached:
     gone: threading.Event = field(default_factory=threading.Event)    # set once ejected
 
 
+def boot_devices(registry, vm_config) -> list[tuple[object, object]]:
+    """(type, config) for every device a VM config asks for, in cloud-hypervisor's
+    creation order: those its devices name, the built-in ones set by the config itself
+    (the console), and the defaults of types it leaves out (rng)."""
+    wanted = []
+    for device_type in registry.ordered():
+        configs = vm_config.devices.get(device_type.config_key)
+        if device_type.configured_by is not None:
+            configs = device_type.configured_by(vm_config)
+        elif configs is None:
+            configs = () if device_type.default is None else (device_type.default(),)
+        elif not device_type.multiple:
+            configs = (configs,)
+        wanted += [(device_type, config) for config in configs]
+    return wanted
+
+
+def check_slots(registry, vm_config, where: str = "VmConfig") -> None:
+    """ConfigError unless the config's boot devices fit segment 0's slots (31: slot 0 is
+    the host bridge), defaults and built-ins counted: so that a VM config that cannot
+    boot is refused when it is given, not when it boots."""
+    count = len(boot_devices(registry, vm_config))
+    if count > PCI_SLOTS - 1:
+        raise ConfigError(f"{where}: {count} PCI devices (with the built-in and default ones) do not fit the "
+                          f"{PCI_SLOTS - 1} slots of segment 0")
+
+
 class DeviceManager:
     def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config, consoles=None,
                  memory_hotplug=None, handover: dict | None = None):
@@ -98,19 +127,7 @@ class DeviceManager:
         self._lock = threading.RLock()
 
     def boot_devices(self) -> list[tuple[object, object]]:
-        """(type, config) for every device the VM config asks for, in cloud-hypervisor's
-        creation order, with explicit slots reserved first."""
-        wanted = []
-        for device_type in self.registry.ordered():
-            configs = self.vm_config.devices.get(device_type.config_key)
-            if device_type.configured_by is not None:
-                configs = device_type.configured_by(self.vm_config)
-            elif configs is None:
-                configs = () if device_type.default is None else (device_type.default(),)
-            elif not device_type.multiple:
-                configs = (configs,)
-            wanted += [(device_type, config) for config in configs]
-        return wanted
+        return boot_devices(self.registry, self.vm_config)
 
     def attach_boot_devices(self) -> None:
         wanted = self.boot_devices()

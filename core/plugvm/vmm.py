@@ -21,7 +21,7 @@ import structlog
 
 from plugvm import __version__, plugins
 from plugvm.config.errors import ConfigError
-from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, UnknownDeviceError
+from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, UnknownDeviceError, check_slots
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
 from plugvm.machine import CpuRemovalPending, Machine
@@ -195,6 +195,10 @@ class Vmm:
             if self.config is not None:
                 raise LifecycleError("VmAlreadyCreated", "Error from API", "The VM could not be created",
                                      "The VM is already created")
+            try:
+                check_slots(self.registry, config)
+            except ConfigError as e:
+                raise LifecycleError("InvalidConfig", "Error from API", "The VM could not be created", str(e)) from e
             self.config, self.state = config, VmState.CREATED
 
     def boot(self) -> None:
@@ -328,7 +332,9 @@ class Vmm:
             self._check_unique(device_type, device_config)
             if self.machine is None:
                 try:
-                    self.config = self._with_device(self.config, device_type, device_config)
+                    config = self._with_device(self.config, device_type, device_config)
+                    check_slots(self.registry, config)
+                    self.config = config
                 except ConfigError as e:
                     raise LifecycleError("InvalidConfig", "Error from API", "The device could not be added",
                                          str(e)) from e

@@ -440,6 +440,7 @@ def test_configs_that_would_only_fail_at_boot_are_refused_at_create(plugvm, kern
         (409, {"disks": [{**disk, "id": "a"}], "console": {"mode": "Null", "id": "a"}}, "used twice"),
         (400, {"disks": [{**disk, "pci_device_id": 3}, {**disk, "pci_device_id": 3}]}, "pci_device_id 3"),
         (400, {"disks": [disk] * 31}, "31 slots"),
+        (400, {"disks": [disk] * 30}, "31 slots"),      # with the console and the default rng: 32
         (400, {"disks": [{**disk, "id": "_virtio-pci-x"}]}, "_virtio-pci-"),
     ]
     for status, extra, message in cases:
@@ -448,8 +449,8 @@ def test_configs_that_would_only_fail_at_boot_are_refused_at_create(plugvm, kern
         assert message in errors(refused)[-1]
         assert plugvm.get("vm.info").status_code == 404          # nothing was created
     # Cold adds are held to the same rules.
-    assert plugvm.put("vm.create", vm_body(kernel, tmp_path, disks=[disk] * 29)).status_code == 204
-    assert plugvm.put("vm.add-disk", disk).status_code == 204       # the 31st PCI device with the console
+    assert plugvm.put("vm.create", vm_body(kernel, tmp_path, disks=[disk] * 28)).status_code == 204
+    assert plugvm.put("vm.add-disk", disk).status_code == 204       # the 31st PCI device, console and rng counted
     refused = plugvm.put("vm.add-disk", disk)
     assert refused.status_code == 400 and "31 slots" in errors(refused)[-1]
     assert plugvm.put("vm.add-disk", {**disk, "id": "__console"}).status_code == 400

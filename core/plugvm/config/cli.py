@@ -126,6 +126,8 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
                             cmdline=args.cmdline)
     payload.validate(CLI_NAMES)
     vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console, devices=devices)
+    from plugvm.device_manager import check_slots
+    check_slots(registry, vm, "plugvm")
     return CliConfig(vm=vm, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
 
 
