@@ -20,6 +20,7 @@ from enum import StrEnum
 import structlog
 
 from plugvm import __version__, plugins
+from plugvm.cpu import core_scheduling
 from plugvm.config.errors import ConfigError
 from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, UnknownDeviceError, check_slots
 from plugvm.errors import PlugvmError
@@ -84,6 +85,7 @@ class Vmm:
         self.kvm: Kvm | None = None
         self._supported = None
         self._consoles = Consoles()         # the serial port's and console's host ends, across boots
+        self._core_scheduled: bool | None = None     # whether the threads share a cookie (None: not tried)
 
     # --- the main thread -----------------------------------------------------------------
 
@@ -151,6 +153,11 @@ class Vmm:
     def _boot(self, handover: dict | None = None) -> None:
         """Build a Machine from the current config and start it (the lock is held)."""
         self._consoles.configure(self.config)
+        if self._core_scheduled is None:
+            # core_scheduling=vm, the one value plugvm takes: before the vCPU threads
+            # start, which then inherit the cookie. Once: a new cookie per boot would
+            # split the threads that stay (the I/O threads of the API, the consoles).
+            self._core_scheduled = core_scheduling.share_one_cookie()
         machine = Machine(self.kvm, self.config, self._consoles, self._supported, self.registry,
                           on_outcome=self._wake.set, handover=handover)
         self.boots += 1
