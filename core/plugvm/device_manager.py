@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from plugvm.config.errors import ConfigError
+from plugvm.device_config import PCI_SLOTS
 from plugvm.errors import PlugvmError
 from plugvm.bus import BusError
 from plugvm.pci.allocator import AllocationError
@@ -25,7 +26,6 @@ from plugvm.pci.segment import PciSegment, SlotError
 from plugvm.virtio.pci_transport import BAR0_SIZE, VirtioPciDevice
 
 log = structlog.get_logger(__name__)
-PCI_SLOTS = 32                      # per segment; slot 0 is the host bridge
 VIRTIO_BAR_ALIGNMENT = 8 << 20      # cloud-hypervisor aligns virtio BAR0 (512 KiB) to 8 MiB
 
 

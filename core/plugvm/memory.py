@@ -112,8 +112,12 @@ class GuestMemory:
             if self.backing.hugepage_size:
                 flags |= (self.backing.hugepage_size.bit_length() - 1) << os.MFD_HUGE_SHIFT
         fd = os.memfd_create(name, flags)
+        try:
+            os.ftruncate(fd, size)
+        except BaseException:
+            os.close(fd)        # not yet ours to close at teardown: a failed hot-add leaks nothing
+            raise
         self._fds.append(fd)
-        os.ftruncate(fd, size)
         return fd
 
     def _add(self, guest_addr: int, size: int, fd: int, offset: int, boot: bool) -> Region:
