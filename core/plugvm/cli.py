@@ -42,7 +42,12 @@ def _main(argv: list[str] | None) -> int:
         print("plugvm: error: --kernel: required unless --api-socket is given (then vm.create and vm.boot "
               "through the API start a VM)", file=sys.stderr)
         return 1
-    server = None
+    server = monitor = None
+    if cli.event_monitor is not None:
+        from plugvm.builtin.event_monitor import EventMonitor
+        monitor = EventMonitor(cli.event_monitor.open())
+        registry.register(monitor, name="event-monitor")
+        monitor.emit("vmm", "starting")
     try:
         vmm = Vmm(cli.vm, registry)
         # What service managers and orchestrators send to stop a VMM: an orderly
@@ -60,6 +65,9 @@ def _main(argv: list[str] | None) -> int:
     finally:
         if server is not None:
             server.close()
+        if monitor is not None:
+            monitor.emit("vmm", "shutdown")
+            monitor.close()
 
 
 if __name__ == "__main__":

@@ -189,6 +189,8 @@ class DeviceManager:
             transport.config.on_bar_moved = lambda index, old, new: self._bar_moved(attached, new)
         info = PciDeviceInfo(device_id, self._bdf(slot))
         log.info("device added", id=device_id, bdf=info.bdf, type=device_type.name)
+        self.registry.notify("plugvm_device_added", device_id=device_id, bdf=info.bdf, device_type=device_type,
+                             device_config=config, hotplug=bar_64bit)
         return info
 
     def _bar_moved(self, attached: Attached, new: int) -> None:
@@ -266,6 +268,8 @@ class DeviceManager:
                 self.segment.free_slot(slot)
             attached.gone.set()
         log.info("device ejected", id=attached.id, bdf=self._bdf(slot))
+        self.registry.notify("plugvm_device_removed", device_id=attached.id, bdf=self._bdf(slot),
+                             device_type=attached.type)
 
     def device_tree(self) -> dict:
         """cloud-hypervisor's device tree: each virtio device under its `_virtio-pci-<id>`

@@ -106,6 +106,7 @@ class Machine:
         self.vcpus: dict[int, object] = {}           # CPU index → its KVM vCPU (never destroyed)
         self.present = 0                              # CPUs running now (0..present-1)
         self._handover = handover                     # what the last boot's devices handed over, by id
+        self._announced: list = []                    # regions plugvm_memory_added() told plugins of
         try:
             self._build(kvm, consoles, supported_cpuid)
         except BaseException:
@@ -265,10 +266,8 @@ class Machine:
             self.memory.remove_region(region)
             raise
         devices = [a.transport.device for a in self.devices.devices.values()] if self.devices is not None else []
-        try:
-            self.registry.manager.hook.plugvm_memory_added(region=region, devices=devices)
-        except Exception:
-            log.exception("a plugin failed on new guest memory", addr=hex(guest_addr), size=size)
+        self._announced.append(region)
+        self.registry.notify("plugvm_memory_added", region=region, devices=devices)
         log.info("guest RAM added", addr=hex(guest_addr), size=size, slot=region.slot)
         return region
 
@@ -432,6 +431,9 @@ class Machine:
         if self.memory_hotplug is not None:
             self.memory_hotplug.close()
             self.memory_hotplug = None
+        for region in self._announced:
+            self.registry.notify("plugvm_memory_removed", region=region)
+        self._announced = []
         if self.memory is not None:
             self.memory.close()
             self.memory = None

@@ -8,16 +8,24 @@ plugvm_device_types() hook (hookspecs.py).
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 
 import pluggy
+import structlog
 
 from plugvm import hookspecs
 from plugvm.errors import PlugvmError
 
+log = structlog.get_logger(__name__)
+
 ENTRY_POINT_GROUP = "plugvm"
+# Entry-point names (comma-separated) that load() leaves out, as tox's TOX_DISABLE_PLUGINS.
+DISABLE_ENV = "PLUGVM_DISABLE_PLUGINS"
+HOOK_PREFIX = "plugvm_"
 # Where cloud-hypervisor's options and values live in plugvm when no installed plugin
 # provides them: named in errors only ("install plugvm-virtio-mem"), never used to load.
 HOMES = {"--disk": "plugvm-virtio-blk", "--net": "plugvm-virtio-net", "--fs": "plugvm-virtio-fs",
@@ -79,39 +87,111 @@ class DeviceType:
     version: str = field(default="", compare=False)
 
 
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, taking a `plugvm_`-named function as a hook implementation even
+    unmarked (as pytest does with `pytest_`): so that a misspelt hook is caught by
+    check_pending() instead of silently never called."""
+
+    def parse_hookimpl_opts(self, plugin, name: str):
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith(HOOK_PREFIX) and inspect.isroutine(getattr(plugin, name, None)):
+            opts = {"wrapper": False, "hookwrapper": False, "optionalhook": False, "tryfirst": False,
+                    "trylast": False, "specname": None}
+        return opts
+
+
 class Registry:
-    """The device types of every loaded plugin."""
+    """The loaded plugins: their device types and memory-hotplug methods, and the pluggy
+    manager through which the core notifies them (notify())."""
 
     def __init__(self):
-        self.manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self.manager = _PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
         self.types: dict[str, DeviceType] = {}
         self.memory_methods: dict[str, object] = {}      # name → plugvm.memory_hotplug.MemoryHotplugMethod
         self.plugins: list[tuple[str, str, str]] = []     # (distribution, version, entry point name)
+        self.disabled: list[str] = []                     # entry-point names left out ($PLUGVM_DISABLE_PLUGINS)
 
-    def register(self, module, distribution: str = "", version: str = "") -> None:
-        """Register one plugin module and its device types; PluginError on a clash."""
-        self.manager.register(module, name=f"{distribution}:{getattr(module, '__name__', module)}")
-        impl = getattr(module, "plugvm_device_types", None)
-        for device_type in (impl() if impl else []):
-            self._add(DeviceType(**{**device_type.__dict__, "distribution": distribution, "version": version}))
-        methods = getattr(module, "plugvm_memory_hotplug_methods", None)
-        for method in (methods() if methods else []):
-            old = self.memory_methods.get(method.name)
-            if old is not None:
-                raise PluginError(f"plugins {old.distribution or '?'} and {distribution or '?'} both provide "
-                                  f"the memory hotplug method {method.name!r}")
+    def register(self, plugin, distribution: str = "", version: str = "", name: str | None = None) -> None:
+        """Register one plugin (a module, or any object with hook implementations), then
+        gather its device types and memory-hotplug methods. PluginError, naming the plugin,
+        and nothing registered, when a hook implementation matches no spec or takes
+        arguments its spec does not have, when a provider hook fails or returns something
+        else than a list of the right objects, or when it clashes with a loaded plugin."""
+        label = name or f"{distribution}:{getattr(plugin, '__name__', type(plugin).__name__)}"
+        who = f"plugin {label}" if not distribution else f"plugin {getattr(plugin, '__name__', label)} ({distribution})"
+        try:
+            self.manager.register(plugin, name=label)
+        except (pluggy.PluginValidationError, ValueError) as e:
+            raise PluginError(f"{who}: {'; '.join(str(e).splitlines())}") from e   # one line, as every error
+        try:
+            unknown = sorted(c.name for c in self.manager.get_hookcallers(plugin) or () if not c.has_spec())
+            if unknown:
+                raise PluginError(f"{who}: {', '.join(unknown)} is not a plugvm hook (a typo? the hooks are "
+                                  f"{', '.join(self.hook_names())})")
+            types = [DeviceType(**{**t.__dict__, "distribution": distribution, "version": version})
+                     for t in self._provided(plugin, who, "plugvm_device_types", DeviceType)]
+            from plugvm.memory_hotplug import MemoryHotplugMethod
+            methods = self._provided(plugin, who, "plugvm_memory_hotplug_methods", MemoryHotplugMethod)
+            added = dict(self.types)
+            for t in types:
+                self._add(t, added)
+            names = dict(self.memory_methods)
+            for method in methods:
+                old = names.get(method.name)
+                if old is not None:
+                    raise PluginError(f"plugins {old.distribution or '?'} and {distribution or '?'} both provide "
+                                      f"the memory hotplug method {method.name!r}")
+                names[method.name] = method
+        except BaseException:
+            self.manager.unregister(plugin)
+            raise
+        for method in methods:
             method.distribution = distribution
-            self.memory_methods[method.name] = method
+        self.types, self.memory_methods = added, names
 
-    def _add(self, new: DeviceType) -> None:
-        for old in self.types.values():
+    def _provided(self, plugin, who: str, hook: str, kind: type) -> list:
+        """What `plugin`'s own implementation of a provider hook returns (none: [])."""
+        found = []
+        for impl in getattr(self.manager.hook, hook).get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            try:
+                value = impl.function()
+            except Exception as e:
+                raise PluginError(f"{who}: {hook}() failed: {type(e).__name__}: {e}") from e
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) for v in value):
+                raise PluginError(f"{who}: {hook}() must return a list of {kind.__module__}.{kind.__name__}, "
+                                  f"not {value!r:.200}")
+            found += value
+        return found
+
+    def hook_names(self) -> list[str]:
+        """Every hook a plugin may implement (the specs of hookspecs.py)."""
+        return sorted(n for n, c in vars(self.manager.hook).items() if n.startswith(HOOK_PREFIX) and c.has_spec())
+
+    def notify(self, hook: str, **kwargs) -> None:
+        """Call every implementation of a notification hook with the spec's arguments.
+        Each is called on its own: one that raises is logged, naming its plugin, and the
+        rest still hear of it, so that an observer cannot break the VM or another plugin."""
+        caller = getattr(self.manager.hook, hook)
+        expected = set(caller.spec.argnames)
+        if set(kwargs) != expected:      # the core's own mistake: fail loudly in tests
+            raise TypeError(f"{hook}: called with {sorted(kwargs)}, the spec takes {sorted(expected)}")
+        for impl in caller.get_hookimpls():
+            try:
+                impl.function(*(kwargs[a] for a in impl.argnames))
+            except Exception:
+                log.exception("a plugin's hook failed", plugin=impl.plugin_name, hook=hook)
+
+    def _add(self, new: DeviceType, types: dict) -> None:
+        for old in types.values():
             for attribute in ("name", "cli_option", "config_key", "api_verb"):
                 value = getattr(new, attribute)
                 if value is not None and value == getattr(old, attribute):
                     raise PluginError(f"plugins {old.distribution or '?'} and {new.distribution or '?'} both provide "
                                       f"the {attribute.replace('_', ' ')} {value!r}")
-        self.types[new.name] = new
+        types[new.name] = new
 
     def ordered(self) -> list[DeviceType]:
         return sorted(self.types.values(), key=lambda t: (t.order, t.name))
@@ -126,10 +206,20 @@ class Registry:
         return next((t for t in self.types.values() if t.config_key == key), None)
 
 
+def disabled_names() -> set[str]:
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
 def load() -> Registry:
-    """A registry of every plugin installed in this Python environment."""
+    """A registry of every plugin installed in this Python environment, but those whose
+    entry-point names $PLUGVM_DISABLE_PLUGINS lists. PluginError naming the plugin when
+    one cannot be imported or registered."""
     registry = Registry()
+    disabled = disabled_names()
     for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if entry_point.name in disabled:
+            registry.disabled.append(entry_point.name)
+            continue
         distribution = entry_point.dist.name if entry_point.dist else ""
         version = entry_point.dist.version if entry_point.dist else ""
         try:
@@ -138,6 +228,11 @@ def load() -> Registry:
             raise PluginError(f"plugin {entry_point.name!r} ({distribution}): cannot be loaded: {e}") from e
         registry.register(module, distribution, version)
         registry.plugins.append((distribution, version, entry_point.name))
+    # register() refused each plugin's unknown hooks already; pluggy's own check too.
+    try:
+        registry.manager.check_pending()
+    except pluggy.PluginValidationError as e:
+        raise PluginError(str(e)) from e
     return registry
 
 
@@ -152,4 +247,6 @@ def describe(registry: Registry) -> str:
     for name, method in sorted(registry.memory_methods.items()):
         lines.append(f"{'memory':10} {method.distribution} {versions.get(method.distribution, '')}: "
                      f"--memory hotplug_method={name}, API vm.resize desired_ram")
+    if registry.disabled:
+        lines.append(f"disabled by {DISABLE_ENV}: {', '.join(registry.disabled)}")
     return "\n".join(lines)

@@ -116,7 +116,7 @@ class Vmm:
             return self._exit
         finally:
             with self.lock:
-                self._teardown()
+                self._teardown("exit")
                 self._consoles.close()
             self.kvm.close()
 
@@ -124,24 +124,26 @@ class Vmm:
         kind = outcome.kind
         if kind == "reset":
             log.info("guest reset; rebuilding the VM", reason=outcome.message or "reset")
-            self._reboot()
+            self._reboot("reset")
         elif kind == "poweroff":
             log.info("guest powered off")
-            self._teardown()
+            self._teardown("poweroff")
             self.state = VmState.SHUTDOWN
             self._exit = 0
         else:
-            self._teardown()
+            self._teardown("failed")
             self._failure = outcome.message or "the VM stopped"
             self._exit = 1
 
-    def _reboot(self) -> None:
-        """A guest reset or vm.reboot: the next boot's devices get what this boot's hand
-        over (a vhost-user connection, ...); what no device claims is closed."""
+    def _reboot(self, reason: str) -> None:
+        """A guest reset ("reset") or vm.reboot ("api"): the next boot's devices get what
+        this boot's hand over (a vhost-user connection, ...); what no device claims is closed."""
+        self.registry.notify("plugvm_vm_rebooting", vm_config=self.config, reason=reason)
         handover: dict = {}
-        self._teardown(handover)
+        self._teardown(None, handover)
         try:
             self._boot(handover)
+            self.registry.notify("plugvm_vm_rebooted", vm_config=self.config, boot=self.boots)
         finally:
             for device_id, kept in handover.items():
                 log.info("closing what a device handed over to a boot without it", id=device_id)
@@ -158,19 +160,30 @@ class Vmm:
             # start, which then inherit the cookie. Once: a new cookie per boot would
             # split the threads that stay (the I/O threads of the API, the consoles).
             self._core_scheduled = core_scheduling.share_one_cookie()
-        machine = Machine(self.kvm, self.config, self._consoles, self._supported, self.registry,
-                          on_outcome=self._wake.set, handover=handover)
+        config = self.config
+        self.registry.notify("plugvm_vm_booting", vm_config=config, boot=self.boots + 1)
+        try:
+            machine = Machine(self.kvm, config, self._consoles, self._supported, self.registry,
+                              on_outcome=self._wake.set, handover=handover)
+        except BaseException:
+            self.registry.notify("plugvm_vm_shutdown", vm_config=config, reason="failed")
+            raise
         self.boots += 1
-        log.info("booting", boot=self.boots, vcpus=self.config.cpus.boot_vcpus)
+        log.info("booting", boot=self.boots, vcpus=config.cpus.boot_vcpus)
         self.machine = machine
         machine.start()
         self.state = VmState.RUNNING
+        self.registry.notify("plugvm_vm_booted", vm_config=config, boot=self.boots)
 
-    def _teardown(self, handover: dict | None = None) -> None:
+    def _teardown(self, reason: str | None, handover: dict | None = None) -> None:
+        """Stop and close the running boot, if any. `reason` is plugvm_vm_shutdown()'s
+        (None for a reboot's teardown: the VM goes on)."""
         machine, self.machine = self.machine, None
         if machine is not None:
             machine.stop()
             machine.close(handover)
+            if reason is not None:
+                self.registry.notify("plugvm_vm_shutdown", vm_config=self.config, reason=reason)
 
     # --- the API's actions (called on API threads) -------------------------------------------
 
@@ -179,7 +192,7 @@ class Vmm:
 
     def shutdown_vmm(self) -> None:
         with self.lock:
-            self._teardown()
+            self._teardown("api")
             self.config, self.state = None, None
         # The process ends once the reply has gone out: waitress writes it after we return.
         threading.Timer(0.3, self._request_exit, [0]).start()
@@ -225,19 +238,19 @@ class Vmm:
 
     def delete(self) -> None:
         with self.lock:
-            self._teardown()
+            self._teardown("api")
             self.config, self.state = None, None
 
     def shutdown(self) -> None:
         with self.lock:
             self._need_running("The VM could not shut down")
-            self._teardown()
+            self._teardown("api")
             self.state = VmState.SHUTDOWN
 
     def reboot(self) -> None:
         with self.lock:
             self._need_running("The VM could not reboot")
-            self._reboot()
+            self._reboot("api")
 
     def pause(self) -> None:
         with self.lock:
@@ -292,6 +305,9 @@ class Vmm:
             if memory is not None:
                 cfg = replace(cfg, memory=memory)
             self.config = cfg
+            if self.machine is not None:
+                self.registry.notify("plugvm_vm_resized", vm_config=cfg, desired_vcpus=desired_vcpus,
+                                     desired_ram=desired_ram)
         if wait is None:
             return HotplugOutcome(None)
         deadline = time.monotonic() + wait
@@ -317,6 +333,7 @@ class Vmm:
         try:
             if ram:
                 hotplug.check_resize(desired_ram)
+            self.registry.notify("plugvm_vm_resizing", desired_vcpus=desired_vcpus, desired_ram=desired_ram)
             events = machine.resize_vcpus(desired_vcpus) if desired_vcpus is not None else []
             if not ram:
                 return events, None

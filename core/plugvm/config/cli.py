@@ -14,6 +14,7 @@ from plugvm import __version__
 from plugvm.config.api_socket import ApiSocketConfig, parse_api_socket
 from plugvm.config.console import parse_console, parse_serial
 from plugvm.config.errors import ConfigError, Where
+from plugvm.config.event_monitor import EventMonitorConfig, parse_event_monitor
 from plugvm.config.cpus import CpusConfig
 from plugvm.config.memory import CLI as MEMORY_CLI, MemoryConfig, check_method
 from plugvm.config.payload import CLI_NAMES, PayloadConfig
@@ -30,6 +31,7 @@ class CliConfig:
 
     vm: VmConfig | None
     api_socket: ApiSocketConfig | None = None
+    event_monitor: EventMonitorConfig | None = None
     log_file: Path | None = None
     verbosity: int = 0
     list_plugins: bool = False
@@ -83,6 +85,8 @@ def _parser(registry) -> _Parser:
                            help=f"{t.help} [plugin {t.distribution or t.name}]")
     p.add_argument("--list-plugins", action="store_true", help="list the installed device plugins and exit")
     p.add_argument("--api-socket", **once, metavar="path=PATH|fd=N|PATH", help="HTTP API on a UNIX socket")
+    p.add_argument("--event-monitor", **once, metavar="path=PATH|fd=N",
+                   help="report the VMM's events (booted, device-added, resized, ...) there as JSON")
     p.add_argument("--log-file", **once, metavar="PATH", help="log here instead of standard error")
     p.add_argument("-v", action="count", default=0, dest="verbosity", help="more log output (-vv: debug)")
     p.add_argument("--version", action="version", version=f"plugvm {__version__}")
@@ -106,6 +110,7 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
         raise ConfigError(f"{extra[0]!r}: unexpected argument (plugvm takes only options)")
     api_socket = None if args.api_socket is None else parse_api_socket(args.api_socket)
     log_file = _path("--log-file", args.log_file)
+    monitor = None if args.event_monitor is None else parse_event_monitor(args.event_monitor)
     devices = {}
     for t in _optioned(registry):
         value = getattr(args, _device_dest(t))
@@ -116,7 +121,8 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
         given += [t.cli_option for t in _optioned(registry) if t.config_key in devices]
         if given:
             raise ConfigError(f"--kernel: required with {', '.join(given)} (VM options need a kernel to boot)")
-        return CliConfig(vm=None, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
+        return CliConfig(vm=None, api_socket=api_socket, event_monitor=monitor, log_file=log_file,
+                         verbosity=args.verbosity)
     cpus = CpusConfig() if args.cpus is None else CpusConfig.parse(args.cpus)
     memory = MemoryConfig() if args.memory is None else MemoryConfig.parse(args.memory)
     check_method(memory, registry, MEMORY_CLI)
@@ -128,7 +134,8 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
     vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console, devices=devices)
     from plugvm.device_manager import check_slots
     check_slots(registry, vm, "plugvm")
-    return CliConfig(vm=vm, api_socket=api_socket, log_file=log_file, verbosity=args.verbosity)
+    return CliConfig(vm=vm, api_socket=api_socket, event_monitor=monitor, log_file=log_file,
+                     verbosity=args.verbosity)
 
 
 def _optioned(registry) -> list:
