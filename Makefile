@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Every in-tree distribution besides the core, installed editable: each plugin and remote.
-DISTS := $(dir $(wildcard plugins/*/pyproject.toml remote/pyproject.toml))
+# Every in-tree distribution besides the core, installed editable: each plugin, the
+# third-party examples (examples/*/, plugins outside plugins/) and remote.
+DISTS := $(dir $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml remote/pyproject.toml))
 
 .PHONY: deps install guest test demo bench soak clean
 
@@ -12,7 +13,7 @@ DISTS := $(dir $(wildcard plugins/*/pyproject.toml remote/pyproject.toml))
 deps:
 	@tools/install-deps
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml remote/pyproject.toml)
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml remote/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]' $(foreach d,$(DISTS),-e $(d))

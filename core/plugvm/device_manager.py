@@ -67,6 +67,10 @@ class DeviceEnv:
     # (VirtioDevice.handover()); the factory takes it over (and closes it if unused).
     handover: object = None
     hotplug: bool = False       # added to a running guest (an API request waits), not at boot
+    # Guest-physical memory the device may own (plugvm.device_memory.DeviceRanges: map an fd
+    # at a range of the 64-bit PCI window, in a KVM slot of its own). Whatever the device
+    # still holds when it is closed, ejected or its create() fails, the core releases.
+    guest_ranges: object = None
 
 
 @dataclass(eq=False)
@@ -112,8 +116,9 @@ def check_slots(registry, vm_config, where: str = "VmConfig") -> None:
 
 class DeviceManager:
     def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config, consoles=None,
-                 memory_hotplug=None, handover: dict | None = None):
+                 memory_hotplug=None, handover: dict | None = None, device_memory=None):
         self.vm, self.memory, self.mmio, self.router = vm, memory, mmio, router
+        self.device_memory = device_memory      # plugvm.device_memory.DeviceMemory (None: devices own no ranges)
         self.registry = registry
         self.segment = segment
         self.vm_config = vm_config
@@ -166,8 +171,10 @@ class DeviceManager:
             try:
                 window = self.segment.mem64 if bar_64bit else self.segment.mem32
                 bar = window.allocate(BAR0_SIZE, VIRTIO_BAR_ALIGNMENT)
+                ranges = self.device_memory.for_device(device_id) if self.device_memory is not None else None
                 device = device_type.create(config, DeviceEnv(self.vm_config, self.consoles, self.memory_hotplug,
-                                                              self.handover.pop(device_id, None), bar_64bit))
+                                                              self.handover.pop(device_id, None), bar_64bit,
+                                                              guest_ranges=ranges))
                 transport = VirtioPciDevice(device, device_id, self.memory, self.vm, self.router, bar, bar_64bit)
                 device = None           # the transport owns it now
                 self.mmio.insert(bar, BAR0_SIZE, transport)
@@ -181,6 +188,7 @@ class DeviceManager:
                     transport.close()
                 if device is not None:
                     device.close()
+                self._release_ranges(device_id)
                 if bar is not None:
                     window.free(bar)
                 self.segment.free_slot(slot)
@@ -263,6 +271,7 @@ class DeviceManager:
         except Exception:
             log.exception("closing an ejected device failed", id=attached.id)
         finally:
+            self._release_ranges(attached.id)
             with self._lock:
                 attached.window.free(attached.bar)
                 self.segment.free_slot(slot)
@@ -278,7 +287,10 @@ class DeviceManager:
         for device_id, attached in list(self.devices.items()):
             bar = attached.bar
             parent = f"_virtio-pci-{device_id}"
-            tree[device_id] = {"id": device_id, "resources": [], "parent": parent, "children": []}
+            # cloud-hypervisor lists a device's own guest range (pmem) as an MmioAddressRange.
+            ranges = self.device_memory.ranges(device_id) if self.device_memory is not None else []
+            resources = [{"MmioAddressRange": {"base": r.guest_addr, "size": r.size}} for r in ranges]
+            tree[device_id] = {"id": device_id, "resources": resources, "parent": parent, "children": []}
             tree[parent] = {"id": parent, "resources": [{"PciBar": {"index": 0, "base": bar, "size": BAR0_SIZE,
                                                                      "type": "Mmio32" if bar < 1 << 32 else "Mmio64",
                                                                      "prefetchable": False}}],
@@ -291,6 +303,17 @@ class DeviceManager:
         """Per-device counters, for devices that keep them (a `counters` dict of integers)."""
         return {device_id: dict(a.transport.device.counters) for device_id, a in list(self.devices.items())
                 if isinstance(getattr(a.transport.device, "counters", None), dict)}
+
+    def _release_ranges(self, device_id: str) -> None:
+        """Unmap what the device still holds of guest-physical memory (after its transport
+        and device are closed, so that no I/O thread uses it): a plugin that forgot its
+        ranges leaks no slot and no address."""
+        if self.device_memory is None:
+            return
+        try:
+            self.device_memory.release(device_id)
+        except Exception:
+            log.exception("releasing a device's guest ranges failed", id=device_id)
 
     def _bdf(self, slot: int) -> str:
         return f"{self.segment.segment_id:04x}:00:{slot:02x}.0"
@@ -313,4 +336,5 @@ class DeviceManager:
                 a.transport.close()
             except Exception:
                 log.exception("closing a device failed", id=a.id)
+            self._release_ranges(a.id)
             a.gone.set()

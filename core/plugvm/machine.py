@@ -31,11 +31,13 @@ from plugvm.devices.ged import (CPU_DEVICES_CHANGED, GED_SIZE, MEMORY_DEVICES_CH
 from plugvm.devices.pci_hotplug import REGISTERS_SIZE as PCI_HOTPLUG_SIZE, PciHotplugController
 from plugvm.devices.serial import Serial
 from plugvm.device_manager import DeviceManager
+from plugvm.device_memory import DeviceMemory
 from plugvm.errors import PlugvmError
 from plugvm.interrupts import InterruptRouter
 from plugvm.kvm import KvmError
 from plugvm.memory import Backing, GuestMemory
 from plugvm.memory_hotplug import MemoryHotplugEnv
+from plugvm.memory_slots import MemorySlots
 from plugvm.pci.segment import PciSegment
 from plugvm.vcpu_thread import VcpuThread
 
@@ -101,7 +103,8 @@ class Machine:
         self.vm = kvm.create_vm()
         self.memory = None
         self.memory_hotplug = None                   # this boot's memory_hotplug.MemoryHotplug (hotplug_size)
-        self._slots = 0                               # KVM memory slots used
+        self.slots = MemorySlots()                    # KVM memory slots: RAM regions, device ranges
+        self.device_memory = None                     # device_memory.DeviceMemory: ranges devices own
         self.devices = None
         self.vcpus: dict[int, object] = {}           # CPU index → its KVM vCPU (never destroyed)
         self.present = 0                              # CPUs running now (0..present-1)
@@ -170,8 +173,11 @@ class Machine:
         self.segment = PciSegment(0, mem64_start=mem64_start, mem64_size=layout.PCI_MEM64_SIZE)
         self.pio.insert(layout.PCI_CONFIG_IO_PORT, 8, self.segment.config_io)
         self.mmio.insert(layout.PCI_MMCONFIG_START, layout.PCI_MMCONFIG_SEGMENT_SIZE, self.segment.ecam)
+        # Device ranges (virtio-pmem's file) come from the 64-bit window, as in cloud-hypervisor.
+        self.device_memory = DeviceMemory(vm, self.slots, self.segment.mem64)
         self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segment, cfg,
-                                     consoles=consoles, memory_hotplug=self.memory_hotplug, handover=self._handover)
+                                     consoles=consoles, memory_hotplug=self.memory_hotplug, handover=self._handover,
+                                     device_memory=self.device_memory)
         self.devices.attach_boot_devices()
 
         boot, max_vcpus = cfg.cpus.boot_vcpus, cfg.cpus.max_vcpus
@@ -239,9 +245,13 @@ class Machine:
     # --- guest RAM ----------------------------------------------------------------------------
 
     def _map(self, region) -> None:
-        self.vm.map_memory(self._slots, region.guest_addr, region.mapping)
-        region.slot = self._slots
-        self._slots += 1
+        slot = self.slots.allocate()
+        try:
+            self.vm.map_memory(slot, region.guest_addr, region.mapping)
+        except BaseException:
+            self.slots.free(slot)
+            raise
+        region.slot = slot
 
     def _memory_method(self):
         """The memory-hotplug method of a VM with hotplug_size (None without)."""
@@ -425,6 +435,9 @@ class Machine:
         if self.devices is not None:
             self.devices.close(handover)      # before the memory its I/O threads use goes away
             self.devices = None
+        if self.device_memory is not None:
+            self.device_memory.close()        # what no device was attached to any more
+            self.device_memory = None
         for vcpu in self.vcpus.values():
             vcpu.close()
         self.vcpus = {}

@@ -29,7 +29,7 @@ HOOK_PREFIX = "plugvm_"
 # Where cloud-hypervisor's options and values live in plugvm when no installed plugin
 # provides them: named in errors only ("install plugvm-virtio-mem"), never used to load.
 HOMES = {"--disk": "plugvm-virtio-blk", "--net": "plugvm-virtio-net", "--fs": "plugvm-virtio-fs",
-         "--vsock": "plugvm-vsock", "hotplug_method=acpi": "plugvm-acpi-mem",
+         "--vsock": "plugvm-vsock", "--pmem": "plugvm-virtio-pmem", "hotplug_method=acpi": "plugvm-acpi-mem",
          "hotplug_method=virtio-mem": "plugvm-virtio-mem"}
 
 

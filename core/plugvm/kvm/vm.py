@@ -20,6 +20,11 @@ class Vm(KvmFd):
         ffi.release(pointer)  # the mapping itself stays; KVM holds no Python reference
         self.set_memory_region(slot, guest_phys_addr, len(buffer), host_addr, readonly)
 
+    def unmap_memory(self, slot: int) -> None:
+        """Delete memory slot `slot` (KVM_SET_USER_MEMORY_REGION of size 0): the guest no
+        longer reaches its host mapping, which the caller may then unmap."""
+        self.set_memory_region(slot, 0, 0, 0)
+
     def set_memory_region(self, slot: int, guest_phys_addr: int, size: int, host_addr: int,
                           readonly: bool = False) -> None:
         """Map size bytes at host_addr into the guest at guest_phys_addr (size 0 deletes the slot)."""

@@ -21,6 +21,7 @@ KERNEL_META = "linux-image-cloud-amd64"
 # What the later issues test; dependencies are added from each module's depends=.
 MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_mem", "virtiofs", "fuse", "vsock",
            "vmw_vsock_virtio_transport", "virtio_console", "virtio_rng", "virtio_balloon",
+           "virtio_pmem", "nd_pmem",    # virtio-pmem's region (libnvdimm) and its /dev/pmemN
            "button", "evdev"]       # the ACPI power button, as an input device acpid reads
 READY_MARKER = "GUEST-READY"
 PROMPT = "guest# "
