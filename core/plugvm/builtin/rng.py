@@ -78,10 +78,7 @@ class Rng(VirtioDevice):
         queue = self.queue
         if queue is None:
             return
-        while (chain := queue.pop()) is not None:
-            written = os.readv(self.fd, chain.writable) if chain.writable else 0
-            queue.push(chain.head, written)
-        if queue.needs_interrupt():
+        if queue.serve(lambda chain: os.readv(self.fd, chain.writable) if chain.writable else 0):
             self.context.interrupt_queue(0)
 
     def reset(self) -> None:

@@ -202,6 +202,16 @@ class SplitQueue:
         self.next_used = used = (used + 1) & 0xFFFF
         self._used[1] = used
 
+    def serve(self, answer) -> bool:
+        """Answer every chain the driver made available, in order: push(chain.head,
+        answer(chain)), `answer` returning the bytes it wrote into the chain's writable
+        buffers. Returns needs_interrupt(). An exception from `answer` (or from the queue,
+        for a chain the guest broke) propagates: the chains answered before it stay
+        published, and no interrupt is asked for (the transport then sets NEEDS_RESET)."""
+        while (chain := self.pop()) is not None:
+            self.push(chain.head, answer(chain))
+        return self.needs_interrupt()
+
     def needs_interrupt(self) -> bool:
         """Whether the driver wants an interrupt for the elements pushed since the last call
         (§2.7.7, §2.7.10): with event_idx, vring_need_event over used_event; without, unless

@@ -96,9 +96,7 @@ class VirtioBlk(VirtioDevice):
         queue = self.queues[index] if index < len(self.queues) else None
         if queue is None:
             return
-        while (chain := queue.pop()) is not None:
-            queue.push(chain.head, self._request(chain))
-        if queue.needs_interrupt():
+        if queue.serve(self._request):
             self.context.interrupt_queue(index)
 
     def _request(self, chain) -> int:
