@@ -8,20 +8,15 @@ import time
 import pytest
 from api_clients import remote
 
+from plugvm.builtin.event_monitor import read_events
+
 pytestmark = pytest.mark.lab
 MiB = 1 << 20
 
 
 def events(path):
     """The events written so far: ch's stream of pretty-printed objects, blank-line separated."""
-    text, found, decoder, at = path.read_text(), [], json.JSONDecoder(), 0
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        if at == len(text):
-            return found
-        event, at = decoder.raw_decode(text, at)
-        found.append(event)
+    return read_events(path.read_text())
 
 
 def wait_for(path, name, seconds=30):

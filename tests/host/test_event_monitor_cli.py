@@ -2,7 +2,6 @@
 VM's lifecycle reaches the monitor as cloud-hypervisor reports it; bad values are one
 line and exit 1."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,18 +9,13 @@ import time
 
 import pytest
 
+from plugvm.builtin.event_monitor import read_events
+
 from test_api import Plugvm, kernel, vm_body  # noqa: F401  (kernel is a fixture)
 
 
 def events(path):
-    text, found, decoder, at = path.read_text(), [], json.JSONDecoder(), 0
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        if at == len(text):
-            return found
-        event, at = decoder.raw_decode(text, at)
-        found.append(event)
+    return read_events(path.read_text())
 
 
 def names(path):

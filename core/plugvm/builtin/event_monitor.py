@@ -104,3 +104,16 @@ class EventMonitor:
     def plugvm_vm_resized(self, desired_vcpus, desired_ram):
         self.emit("vm", "resized", {k: v for k, v in (("desired_vcpus", desired_vcpus),
                                                      ("desired_ram", desired_ram)) if v is not None})
+
+
+def read_events(text: str) -> list[dict]:
+    """The events of a monitor's stream (as written above: objects and blank lines), for
+    the tests and for scripts that read what plugvm wrote."""
+    found, decoder, at = [], json.JSONDecoder(), 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return found
+        event, at = decoder.raw_decode(text, at)
+        found.append(event)
