@@ -25,7 +25,7 @@ guest: install
 	$(BIN)/plugvm-guest-image
 
 test: deps install guest
-	$(BIN)/pytest tests/unit tests/host
+	$(BIN)/pytest tests/unit tests/host tests/conformance examples/plugvm-virtio-pmem/tests
 	$(BIN)/pytest tests/lab tests/e2e
 
 demo: deps install guest

@@ -1,5 +1,6 @@
 """plugvm's pytest plugin (entry point `plugvm` in pytest11): the `lab` marker,
-batching of lab tests into one L1 boot, and fixtures that boot the test guest.
+batching of lab tests into one L1 boot, fixtures that boot the test guest, and the
+default fixtures of the plugin conformance suite (plugvm.testing.conformance).
 
 A test marked `lab` needs a host whose /dev/kvm runs real Linux guests. On
 hardware KVM, and inside L1, it runs as usual; elsewhere all lab tests of the
@@ -14,11 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from plugvm.testing import hostkvm
-from plugvm.testing.batch import Batch, Reporter
-from plugvm.testing.guest import Guest
-from plugvm.testing.guest_image import GuestImage
-from plugvm.testing.vmms import LAUNCHERS
+# The conformance suite's asserts are the messages plugin authors read: rewritten, they show
+# the values too. Registered before anything imports the package.
+pytest.register_assert_rewrite("plugvm.testing.conformance")
+
+from plugvm.testing import hostkvm  # noqa: E402 (after the rewrite registration)
+from plugvm.testing.batch import Batch, Reporter  # noqa: E402
+from plugvm.testing.guest import Guest  # noqa: E402
+from plugvm.testing.guest_image import GuestImage  # noqa: E402
+from plugvm.testing.vmms import LAUNCHERS  # noqa: E402
+
+# The conformance suite's default fixtures (plugvm.testing.conformance): an author imports
+# the test classes and overrides a few of them.
+pytest_plugins = ["plugvm.testing.conformance.fixtures"]
 
 BOOT_LOG_ENV = "PLUGVM_GUEST_BOOT_LOG"
 

@@ -1,22 +1,17 @@
-"""plugvm-virtio-pmem against plugvm's plugin conformance suite (plugvm.testing.conformance).
-
-Skipped, saying so, with a plugvm that does not ship the suite yet."""
+"""plugvm-virtio-pmem against plugvm's plugin conformance suite (plugvm.testing.conformance):
+`pip install plugvm[conformance]`, then pytest this file."""
 
 import struct
 
 import pytest
 
-conformance = pytest.importorskip("plugvm.testing.conformance", reason="this plugvm has no conformance suite")
-
-import plugvm_virtio_pmem  # noqa: E402
-from plugvm.device_manager import DeviceEnv  # noqa: E402
-from plugvm.testing.device_memory import device_memory  # noqa: E402
+import plugvm_virtio_pmem
+from plugvm.testing import conformance
 
 MiB = 1 << 20
 
 
-class TestVirtioPmem(conformance.DeviceTypeTests, conformance.ConfigTests, conformance.LifecycleTests,
-                     conformance.VirtioDeviceTests):
+class TestVirtioPmem(conformance.DeviceConformance):
     @pytest.fixture
     def plugin(self):
         return plugvm_virtio_pmem
@@ -24,13 +19,6 @@ class TestVirtioPmem(conformance.DeviceTypeTests, conformance.ConfigTests, confo
     @pytest.fixture
     def device_type_name(self):
         return "pmem"
-
-    @pytest.fixture
-    def device_env(self, vm_config):
-        # virtio-pmem owns guest-physical memory: the core's DeviceMemory over a recording VM.
-        memory = device_memory()
-        yield DeviceEnv(vm_config, guest_ranges=memory.for_device("_pmem0"))
-        memory.close()
 
     @pytest.fixture
     def backend(self, tmp_path):
