@@ -150,6 +150,14 @@ class Registry:
             method.distribution = distribution
         self.types, self.memory_methods = added, names
 
+    def check_pending(self) -> None:
+        """pluggy's check that every hook implementation has a spec, as PluginError.
+        register() refused each plugin's unknown hooks already; this is the backstop."""
+        try:
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as e:
+            raise PluginError(str(e)) from e
+
     def _provided(self, plugin, who: str, hook: str, kind: type) -> list:
         """What `plugin`'s own implementation of a provider hook returns (none: [])."""
         found = []
@@ -210,13 +218,16 @@ def disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
-def load() -> Registry:
+def load(skip=None) -> Registry:
     """A registry of every plugin installed in this Python environment, but those whose
-    entry-point names $PLUGVM_DISABLE_PLUGINS lists. PluginError naming the plugin when
-    one cannot be imported or registered."""
+    entry-point names $PLUGVM_DISABLE_PLUGINS lists (and those `skip(entry_point)` is
+    true for: the conformance suite registers the plugin under test itself). PluginError
+    naming the plugin when one cannot be imported or registered."""
     registry = Registry()
     disabled = disabled_names()
     for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if skip is not None and skip(entry_point):
+            continue
         if entry_point.name in disabled:
             registry.disabled.append(entry_point.name)
             continue
@@ -228,11 +239,7 @@ def load() -> Registry:
             raise PluginError(f"plugin {entry_point.name!r} ({distribution}): cannot be loaded: {e}") from e
         registry.register(module, distribution, version)
         registry.plugins.append((distribution, version, entry_point.name))
-    # register() refused each plugin's unknown hooks already; pluggy's own check too.
-    try:
-        registry.manager.check_pending()
-    except pluggy.PluginValidationError as e:
-        raise PluginError(str(e)) from e
+    registry.check_pending()
     return registry
 
 

@@ -20,10 +20,6 @@ class TestConsole(DeviceConformance):
         return console
 
     @pytest.fixture
-    def plugin_distribution(self):
-        return "plugvm"
-
-    @pytest.fixture
     def device_type_name(self):
         return "console"
 

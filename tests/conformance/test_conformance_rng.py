@@ -13,10 +13,6 @@ class TestRng(DeviceConformance):
         return rng
 
     @pytest.fixture
-    def plugin_distribution(self):
-        return "plugvm"            # a built-in: registered by the core's own distribution
-
-    @pytest.fixture
     def device_type_name(self):
         return "rng"
 

@@ -1,50 +1,65 @@
-"""virtio-pmem (the third-party example plugvm-virtio-pmem) on the Debian guest, in the lab:
-cloud-hypervisor's test_pmem_hotplug (notes §4) through plugvm-remote, plus what ch's test
-does not look at: the guest's writes through /dev/pmem0 reach the host file."""
-
-import json
+"""virtio-pmem (the third-party example plugvm-virtio-pmem) on the Debian guest, in the lab,
+through the conformance suite's GuestTests: hot-added over the API, bound by virtio_pmem,
+removed. In the same boot, cloud-hypervisor's test_pmem_hotplug (notes §4): a 128 MiB file
+is /dev/pmem0 of 128 MiB, vm.info gives its range; plus what ch's test does not look at:
+the guest's writes through /dev/pmem0 reach the host file."""
 
 import pytest
-from api_clients import remote
 
-pytestmark = pytest.mark.lab
+import plugvm_virtio_pmem
+from plugvm.testing.conformance import GuestTests
+from plugvm.testing.conformance import api as call_api
+from plugvm.testing.conformance import capabilities as caps
+
 MiB = 1 << 20
 PATTERN = b"written by the guest through /dev/pmem0!" * 4
 
 
-def until(guest, test, seconds=10):
-    loops = int(seconds * 10)
-    return guest.console.run_status(f"i=0; until {test}; do i=$((i+1)); [ $i -ge {loops} ] && break; sleep 0.1; "
-                                    f"done; {test}", timeout=seconds + 30)[0]
+class TestPmemHotplug(GuestTests):
+    @pytest.fixture
+    def plugin(self):
+        return plugvm_virtio_pmem
 
+    @pytest.fixture
+    def device_type_name(self):
+        return "pmem"
 
-def test_pmem_hotplug(launch_guest, tmp_path):
-    api = tmp_path / "api.sock"
-    backing = tmp_path / "pmem.img"
-    with open(backing, "wb") as f:
-        f.truncate(128 * MiB)
-    guest = launch_guest("plugvm", cpus=1, memory="512M", extra=["--console", "null", "--api-socket", str(api)])
-    run = guest.console.run
-    assert run("[ -e /dev/pmem0 ] || echo absent") == "absent"
+    @pytest.fixture
+    def capabilities(self):
+        return caps.ALL
 
-    added = remote(api, "add-pmem", f"file={backing},id=test0")
-    assert added.returncode == 0, added.stderr
-    assert json.loads(added.stdout)["id"] == "test0"
-    assert until(guest, "[ -e /sys/block/pmem0 ]") == 0
-    assert run("cat /sys/block/pmem0/size") == str(128 * MiB // 512)
-    info = json.loads(remote(api, "info").stdout)
-    (resource,) = info["device_tree"]["test0"]["resources"]
-    assert resource["MmioAddressRange"]["size"] == 128 * MiB
+    @pytest.fixture
+    def guest_driver(self):
+        return "virtio_pmem"
 
-    # Through the pmem driver to the mapping, then a flush request (fsync on the host).
-    guest.console.run(f"printf '{PATTERN.decode()}' > /tmp/p")
-    assert guest.console.run_status("dd if=/tmp/p of=/dev/pmem0 bs=512 seek=2048 conv=notrunc,fsync "
-                                    "oflag=direct 2>/dev/null; sync")[0] == 0
-    with open(backing, "rb") as f:
-        f.seek(MiB)
-        assert f.read(len(PATTERN)) == PATTERN
+    @pytest.fixture
+    def backend(self, tmp_path):
+        self.backing = tmp_path / "pmem.img"
+        with open(self.backing, "wb") as f:
+            f.truncate(128 * MiB)
+        return {"path": self.backing}
 
-    assert remote(api, "remove-device", "test0").returncode == 0
-    assert until(guest, "[ ! -e /sys/block/pmem0 ]", 20) == 0
-    assert "test0" not in json.dumps(json.loads(remote(api, "info").stdout)["device_tree"])
-    assert guest.poweroff() == 0
+    @pytest.fixture
+    def valid_options(self):
+        return ["file={path}"]
+
+    def exercise(self, guest, answer, api_socket):
+        run = guest.console.run
+        assert self._until(guest, "[ -e /sys/block/pmem0 ]")
+        assert run("cat /sys/block/pmem0/size") == str(128 * MiB // 512)
+        status, info = call_api(api_socket, "GET", "vm.info")
+        (resource,) = info["device_tree"][answer["id"]]["resources"]
+        assert resource["MmioAddressRange"]["size"] == 128 * MiB
+        # Through the pmem driver to the mapping, then a flush request (fsync on the host).
+        run(f"printf '{PATTERN.decode()}' > /tmp/p")
+        assert guest.console.run_status("dd if=/tmp/p of=/dev/pmem0 bs=512 seek=2048 conv=notrunc,fsync "
+                                        "oflag=direct 2>/dev/null; sync")[0] == 0
+        with open(self.backing, "rb") as f:
+            f.seek(MiB)
+            assert f.read(len(PATTERN)) == PATTERN
+
+    @staticmethod
+    def _until(guest, test, seconds=10):
+        loops = int(seconds * 10)
+        return guest.console.run_status(f"i=0; until {test}; do i=$((i+1)); [ $i -ge {loops} ] && break; "
+                                        f"sleep 0.1; done; {test}", timeout=seconds + 30)[0] == 0

@@ -44,3 +44,13 @@ def test_every_device_type_field_is_in_the_table(field):
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(DeviceEnv)])
 def test_every_device_env_field_is_described(field):
     assert re.search(rf"^- `{field}`", DOC, re.M), f"docs/plugins.md does not describe DeviceEnv.{field}"
+
+
+def test_every_conformance_class_and_capability_is_in_the_docs():
+    from plugvm.testing import conformance
+    from plugvm.testing.conformance import capabilities
+
+    section = DOC[DOC.index("## The conformance suite"):]
+    classes = [name for name in conformance.__all__ if name.endswith(("Tests", "Conformance"))]
+    assert [name for name in classes if f"| `{name}` |" not in section] == []
+    assert [c for c in sorted(capabilities.ALL) if f"`{c}`" not in section] == []

@@ -78,6 +78,7 @@ _EXPORTS = {
     "MemoryMethodTests": "memory_method",
     "DeviceConformance": "suite",
     "Resources": "resources",
+    "api": "guest",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -7,6 +7,7 @@ docstring (plugvm.testing.conformance)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def memory_config() -> MemoryConfig:
 @pytest.fixture
 def guest_driver() -> str:
     pytest.fail("conformance: override the `guest_driver` fixture with the guest kernel driver that binds the "
-                "device (e.g. 'virtio_blk' ... as /sys/bus/pci/devices/*/driver names it: 'virtio-pci')")
+                "virtio device (as /sys/bus/pci/devices/BDF/virtio*/driver names it: 'virtio_blk', 'virtio_pmem')")
 
 
 @pytest.fixture
@@ -185,10 +186,10 @@ def conformance_device(device_type, device_config, device_env):
     device.close()
 
 
-@pytest.fixture
-def conformance_machine(conformance_registry, vm_config):
-    """A Machine of the tiny kernel with the registry under test (never run: the test is
-    its guest), its consoles discarding."""
+@contextmanager
+def machine_of(registry, vm_config):
+    """A Machine of `vm_config` on this host's /dev/kvm with `registry` (never run: the
+    test plays its guest), its consoles discarding; closed, with its Kvm, at the end."""
     # Imported here: the fixtures load with every pytest run, a Machine's imports need not.
     from plugvm.kvm import Kvm
     from plugvm.machine import Machine
@@ -198,10 +199,17 @@ def conformance_machine(conformance_registry, vm_config):
     consoles = Consoles(serial=ConsoleBackend("null"), console=ConsoleBackend("null"))
     machine = None
     try:
-        machine = Machine(kvm, vm_config, consoles, kvm.supported_cpuid(), conformance_registry)
+        machine = Machine(kvm, vm_config, consoles, kvm.supported_cpuid(), registry)
         yield machine
     finally:
         if machine is not None:
             machine.close()
         consoles.close()
         kvm.close()
+
+
+@pytest.fixture
+def conformance_machine(conformance_registry, vm_config):
+    """A Machine of the tiny kernel with the registry under test (machine_of)."""
+    with machine_of(conformance_registry, vm_config) as machine:
+        yield machine
