@@ -449,8 +449,14 @@ def _body(kernel, **parts):
 
 
 BAD_JSON = [
-    ({"frobnicators": []}, "VmConfig", "unknown field 'frobnicators'"),
-    ({"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "boot": 1}}, "cpus", "unknown field 'boot'"),
+    ({"iommu": True}, "VmConfig", "iommu=true is not supported", "no virtual IOMMU"),
+    ({"watchdog": True}, "VmConfig", "watchdog=true is not supported"),
+    ({"balloon": {"size": 0}}, "VmConfig", "balloon=", "virtio-balloon"),
+    ({"devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0"}]}, "VmConfig", "devices=", "VFIO"),
+    ({"platform": {"tdx": True}}, "platform", "tdx=true is not supported"),
+    ({"platform": {"num_pci_segments": 0}}, "platform", "num_pci_segments=0"),
+    ({"platform": {"uuid": "x"}}, "platform", "uuid='x' is not supported", "SMBIOS"),
+    ({"platform": {"num_pci_segments": "2"}}, "platform", "num_pci_segments='2'", "not an integer"),
     ({"cpus": {"boot_vcpus": 1}}, "cpus", "missing field 'max_vcpus'"),
     ({"cpus": {"boot_vcpus": "2", "max_vcpus": 2}}, "cpus", "boot_vcpus='2'", "not an integer"),
     ({"cpus": {"boot_vcpus": True, "max_vcpus": 2}}, "cpus", "boot_vcpus=true", "not an integer"),
@@ -463,7 +469,6 @@ BAD_JSON = [
      "cpus", "topology", "max_vcpus=2"),
     ({"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "topology": {"threads_per_core": 1}}},
      "cpus.topology", "missing field 'cores_per_die'"),
-    ({"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "features": {"avx": True}}}, "cpus.features", "unknown field 'avx'"),
     ({"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "core_scheduling": "vm"}}, "cpus", "core_scheduling='vm'"),
     ({"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "affinity": [{"vcpu": 0, "host_cpus": ["a"]}]}},
      "cpus.affinity", "host_cpus"),
@@ -473,19 +478,18 @@ BAD_JSON = [
      "Acpi, VirtioMem"),
     ({"memory": {"size": 512 * M, "hotplug_size": 0}}, "memory", "hotplug_size=0"),
     ({"memory": {"size": 512 * M, "hotplug_size": G, "hotplugged_size": G}}, "memory", "hotplugged_size"),
-    ({"memory": {"size": 512 * M, "zones": []}}, "memory", "unknown field 'zones'"),
+    ({"memory": {"size": 512 * M, "zones": [{"id": "z0", "size": M}]}}, "memory", "zones=", "memory zones"),
     ({"memory": {"size": 1000}}, "memory", "size=1000", "page size"),
     ({"serial": {"mode": "tty"}}, "serial", "mode='tty'", "Tty"),
     ({"serial": {"mode": "File"}}, "serial", "file mode needs a path"),
     ({"serial": {"mode": "Tty", "file": "/tmp/x"}}, "serial", "file is given but the mode is tty"),
-    ({"serial": {"mode": "Null", "iommu": False}}, "serial", "unknown field 'iommu'"),
+    ({"serial": {"mode": "Null", "iommu": True}}, "serial", "iommu=true is not supported"),
     ({"console": {"mode": "Pty"}}, "console", "Pty is not available in plugvm", "Off, Null, Tty, File"),
     ({"console": {"mode": "Socket", "socket": "/tmp/s"}}, "console", "Socket is not available"),
     ({"console": {"mode": "File"}}, "console", "file mode needs a path"),
     ({"console": {"mode": "Off", "iommu": True}}, "console", "iommu=on is not supported"),
     ({"console": {"mode": "Tty", "pci_segment": 2}}, "console", "pci_segment=2"),
     ({"console": {"mode": "Tty", "id": "__console"}}, "console", "id='__console'"),
-    ({"console": {"mode": "Tty", "url": "x"}}, "console", "unknown field 'url'"),
     ({"console": None}, "VmConfig", "console=null"),
 ]
 
@@ -508,7 +512,7 @@ def test_json_needs_a_payload_with_an_existing_kernel(tmp_path):
         VmConfig.from_json({"payload": {"initramfs": "/x"}})
     with pytest.raises(ConfigError, match="payload: kernel=.*does not exist"):
         VmConfig.from_json({"payload": {"kernel": str(tmp_path / "nope")}})
-    with pytest.raises(ConfigError, match="payload: unknown field 'firmware'"):
+    with pytest.raises(ConfigError, match="payload: firmware='/x' is not supported"):
         VmConfig.from_json({"payload": {"kernel": str(tmp_path), "firmware": "/x"}})
     with pytest.raises(ConfigError, match="VmConfig: expected a JSON object"):
         VmConfig.from_json([])

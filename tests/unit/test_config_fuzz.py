@@ -41,7 +41,7 @@ def test_option_parsers_raise_only_config_errors(option, text):
         assert "\n" not in str(e)
 
 
-# Keys every part of the VM config knows, so that the fuzzing reaches past "unknown field".
+# Keys every part of the VM config knows, so that the fuzzing reaches past the fields it ignores.
 FIELDS = ["payload", "cpus", "memory", "serial", "console", "disks", "net", "rng", "fs", "vsock", "kernel",
           "boot_vcpus", "max_vcpus", "size", "hotplug_size", "hotplug_method", "mode", "file", "path", "tag",
           "socket", "cid", "id", "pci_device_id", "topology", "affinity", "src"]

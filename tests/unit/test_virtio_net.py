@@ -90,7 +90,6 @@ def test_cli_refuses(text, message):
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"tapp": "x"}, "unknown field 'tapp'"),
     ({"mac": "nope"}, "is not a MAC address"),
     ({"ip": 5}, "is not a string"),
     ({"num_queues": 4}, "multiqueue is not supported yet"),

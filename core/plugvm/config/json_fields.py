@@ -1,15 +1,27 @@
-"""Reading the JSON body of a VM config (notes §1.4) strictly: typed fields, ch's defaults,
-and unknown fields refused; and ChEnum, for enums spelt one way on the CLI and another in JSON."""
+"""Reading the JSON body of a VM config (notes §1.4): typed fields, ch's defaults, and
+unknown fields ignored with a warning, as cloud-hypervisor's serde ignores them (its
+clients, Kata's among them, send fields of newer or older specs); and ChEnum, for enums
+spelt one way on the CLI and another in JSON."""
 
 from __future__ import annotations
 
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from plugvm.config.errors import Where
 
 E = TypeVar("E", bound="ChEnum")
+log = structlog.get_logger(__name__)
+
+# The unknown fields warned about, each once per process. Bounded: a client sending a new
+# name in every request gets warnings for the first ones only, not a growing set.
+_WARNED_MAX = 1024
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
 
 REQUIRED: Any = object()
 
@@ -27,8 +39,20 @@ class ChEnum(StrEnum):
         return {member.value: member for member in cls}
 
 
+def warn_unknown(name: str, known: list[str]) -> bool:
+    """Log that the JSON field `name` (`serial.iommu`) is ignored, the first time it is
+    seen; True when this call logged it."""
+    with _warned_lock:
+        if name in _warned or len(_warned) >= _WARNED_MAX:
+            return False
+        _warned.add(name)
+    log.warning("unknown JSON field ignored", field=name, known=", ".join(known))
+    return True
+
+
 class JsonObject:
-    """One JSON object, read field by field; close() refuses the fields nobody asked for."""
+    """One JSON object, read field by field; close() ignores the fields nobody asked for,
+    warning once about each."""
 
     def __init__(self, value: object, where: Where):
         if not isinstance(value, dict):
@@ -105,7 +129,21 @@ class JsonObject:
         if given and value != default:
             raise self.where.bad(key, value, f"is not supported by {by}")
 
+    def lacking(self, key: str, why: str) -> None:
+        """A field of cloud-hypervisor's spec for something plugvm lacks: accepted when it
+        asks for nothing (absent, null, false, [] or {}: what clients send by default,
+        Kata's `iommu: false` and `watchdog: false`), else refused naming it and `why`."""
+        given, value = self._take(key, None)
+        if given and value not in (False, [], {}):
+            raise self.where.bad(key, value, f"is not supported: {why}")
+
+    def unknown(self) -> list[str]:
+        """The fields nobody asked for (so far)."""
+        return sorted(set(self.value) - self._read)
+
     def close(self) -> None:
-        unknown = sorted(set(self.value) - self._read)
-        if unknown:
-            raise self.where.error(f"unknown field {unknown[0]!r} (expected one of: {', '.join(sorted(self._read))})")
+        """The object is read: warn (once each) about the fields nobody asked for. A field
+        of cloud-hypervisor's spec that plugvm lacks is read, by unsupported(), so that
+        a value asking for it is refused rather than ignored."""
+        for key in self.unknown():
+            warn_unknown(f"{self.where.option}.{key}", sorted(self._read))

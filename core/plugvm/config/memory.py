@@ -146,6 +146,7 @@ class MemoryConfig:
             reserve=j.boolean("reserve", False),
             thp=j.boolean("thp", True),
         )
+        j.lacking("zones", "plugvm has no memory zones")
         j.close()
         config.validate(j.where)
         return config

@@ -52,6 +52,9 @@ class PayloadConfig:
     @classmethod
     def from_json(cls, j: JsonObject) -> PayloadConfig:
         config = cls(kernel=j.path("kernel"), initramfs=j.path("initramfs", None), cmdline=j.string("cmdline", None))
+        j.lacking("firmware", "plugvm boots a kernel directly, without firmware")
+        j.lacking("igvm", "plugvm has no IGVM loader")
+        j.lacking("host_data", "plugvm has no confidential guests")
         j.close()
         config.validate(JSON_NAMES)
         return config

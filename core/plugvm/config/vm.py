@@ -13,10 +13,35 @@ from plugvm.config.errors import ConfigError, DuplicateIdError, Where
 from plugvm.config.json_fields import JsonObject
 from plugvm.config.memory import MemoryConfig, check_method
 from plugvm.config.payload import PayloadConfig
+from plugvm.config.platform import PlatformConfig
 
 JSON = Where("VmConfig", json=True)
 PCI_SLOTS = 32         # per segment; slot 0 is the host bridge (pci/segment.py)
 _ABSENT = object()     # a part left out of the body (null is refused: ch's parts are not Options)
+
+
+# cloud-hypervisor's VmConfig fields for devices, which plugins provide: one that no
+# installed plugin provides is refused unless it asks for nothing.
+DEVICE_KEYS = {"disks": "--disk", "net": "--net", "rng": "--rng", "fs": "--fs", "pmem": "--pmem", "vsock": "--vsock"}
+# cloud-hypervisor's VmConfig fields (its API spec) that plugvm has no implementation of.
+LACKING = {
+    "rate_limit_groups": "plugvm has no I/O rate limiting",
+    "balloon": "plugvm has no virtio-balloon",
+    "generic_vhost_user": "plugvm has no generic vhost-user devices",
+    "debug_console": "plugvm has no debug console (port 0xe9)",
+    "devices": "plugvm has no VFIO device passthrough",
+    "user_devices": "plugvm has no vfio-user devices",
+    "vdpa": "plugvm has no vDPA devices",
+    "numa": "plugvm has no NUMA topology",
+    "iommu": "plugvm has no virtual IOMMU",
+    "watchdog": "plugvm has no watchdog device",
+    "rtc": "plugvm has no RTC configuration",
+    "pvpanic": "plugvm has no pvpanic device",
+    "pci_segments": "plugvm has no per-segment aperture configuration",
+    "tpm": "plugvm has no TPM",
+    "landlock_enable": "plugvm has no Landlock sandbox",
+    "landlock_rules": "plugvm has no Landlock sandbox",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +55,7 @@ class VmConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     serial: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(mode=ConsoleMode.NULL))
     console: VirtioConsoleConfig = field(default_factory=VirtioConsoleConfig)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
     # Plugin devices by their type's config_key ("disks" → a tuple of configs; "rng" → one config).
     devices: Mapping[str, object] = field(default_factory=dict)
 
@@ -79,10 +105,20 @@ class VmConfig:
                 devices[device_type.config_key] = tuple(device_type.from_json(item) for item in value)
             else:
                 devices[device_type.config_key] = device_type.from_json(value.value)
+        # Fields of ch's VmConfig for what plugvm lacks: a value asking for it is a 400
+        # naming it; one asking for nothing is what clients send by default. (A device
+        # field an installed plugin provides was read above, and is not in this list.)
+        provided = {t.config_key for t in registry.types.values()}
+        for key, why in LACKING.items():
+            if key not in provided:
+                j.lacking(key, why)
+        from plugvm.plugins import missing
+        for key in DEVICE_KEYS.keys() - provided:
+            j.lacking(key, missing(DEVICE_KEYS[key]))
         # Each part is named on its own in errors (`cpus: ...`), as ch's API documents them.
         payload = j.object("payload", where=Where("payload", json=True))
-        cpus, memory, serial, console = (j.object(name, _ABSENT, Where(name, json=True))
-                                         for name in ("cpus", "memory", "serial", "console"))
+        cpus, memory, serial, console, platform = (j.object(name, _ABSENT, Where(name, json=True))
+                                                   for name in ("cpus", "memory", "serial", "console", "platform"))
         j.close()
         memory = MemoryConfig() if memory is _ABSENT else MemoryConfig.from_json(memory)
         check_method(memory, registry, Where("memory", json=True))
@@ -92,6 +128,7 @@ class VmConfig:
             memory=memory,
             serial=ConsoleConfig(mode=ConsoleMode.NULL) if serial is _ABSENT else consoles.serial_from_json(serial),
             console=VirtioConsoleConfig() if console is _ABSENT else consoles.console_from_json(console),
+            platform=PlatformConfig() if platform is _ABSENT else PlatformConfig.from_json(platform),
             devices=devices,
         )
 
@@ -99,5 +136,7 @@ class VmConfig:
         """The JSON body ch would send for this VM, which from_json() reads back unchanged."""
         return {"cpus": self.cpus.to_json(), "memory": self.memory.to_json(), "payload": self.payload.to_json(),
                 "serial": self.serial.to_json(), "console": self.console.to_json(),
+                # Left out at its default (one segment), as ch's Option<PlatformConfig> is None then.
+                **({"platform": self.platform.to_json()} if self.platform != PlatformConfig() else {}),
                 **{key: [c.to_json() for c in value] if isinstance(value, tuple) else value.to_json()
                    for key, value in self.devices.items()}}
