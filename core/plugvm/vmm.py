@@ -70,8 +70,20 @@ class HotplugOutcome:
     done: bool | None = None
 
 
+def held_fds(config) -> set[int]:
+    """The fds the device configs of `config` hold (a config's `fds`: file descriptors the
+    VMM owns, such as the tap fds a client sent with vm.add-net)."""
+    held: set[int] = set()
+    if config is not None:
+        for value in config.devices.values():
+            for device_config in value if isinstance(value, tuple) else (value,):
+                held.update(getattr(device_config, "fds", None) or ())
+    return held
+
+
 class Vmm:
     def __init__(self, config=None, registry=None):
+        self._config = None
         self.config = config
         self.registry = registry if registry is not None else plugins.load()
         self.machine: Machine | None = None
@@ -86,6 +98,22 @@ class Vmm:
         self._supported = None
         self._consoles = Consoles()         # the serial port's and console's host ends, across boots
         self._core_scheduled: bool | None = None     # whether the threads share a cookie (None: not tried)
+
+    @property
+    def config(self):
+        return self._config
+
+    @config.setter
+    def config(self, config) -> None:
+        # A device config's fds are the VMM's while some config holds them: the one that
+        # drops the last holder (a removal, vm.delete) closes them. A device dups what it uses.
+        dropped = held_fds(self._config) - held_fds(config)
+        self._config = config
+        for fd in sorted(dropped):
+            try:
+                os.close(fd)
+            except OSError:
+                log.warning("a device config's fd was already closed", fd=fd)
 
     # --- the main thread -----------------------------------------------------------------
 

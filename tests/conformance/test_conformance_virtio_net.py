@@ -30,7 +30,7 @@ class TestVirtioNet(DeviceConformance):
 
     @pytest.fixture
     def invalid_json(self):
-        return [({"tapp": "x"}, "'tapp'"), ({"mtu": "1500"}, "mtu")]
+        return [({"mtu": "1500"}, "mtu"), ({"fds": [3, 4]}, "fds")]
 
     @pytest.fixture
     def failing_options(self):

@@ -94,7 +94,10 @@ def test_cli_refuses(text, message):
     ({"ip": 5}, "is not a string"),
     ({"num_queues": 4}, "multiqueue is not supported yet"),
     ({"vhost_user": True}, "vhost_user=true is not supported"),
-    ({"fds": [3]}, "is not supported"),
+    ({"fds": [3, 4]}, "fds=[3, 4] is not one tap fd"),
+    ({"fds": [-1]}, "is not a list of file descriptors"),
+    ({"fds": [True]}, "is not a list of file descriptors"),
+    ({"tap": "t0", "fds": [3]}, "tap='t0' and fds are exclusive"),
     ({"mtu": "1500"}, "is not an integer"),
 ])
 def test_json_refuses(body, message):

@@ -15,11 +15,12 @@ import falcon
 import structlog
 
 from plugvm.api import json_body
+from plugvm.api.received_fds import ENVIRON_KEY, ReceivedFds
 from plugvm.config import ConfigError
 from plugvm.config.errors import DuplicateIdError, Where
 from plugvm.config.json_fields import JsonObject
 from plugvm.config.vm import VmConfig
-from plugvm.vmm import LifecycleError
+from plugvm.vmm import LifecycleError, held_fds
 
 log = structlog.get_logger(__name__)
 PREFIX = "/api/v1/"
@@ -89,6 +90,10 @@ class Api:
                 self.routes[verb] = ("PUT", True, lambda body, req, t=device_type: self._add_device(t, body, req))
 
     def _create(self, body, req):
+        # As ch: fd numbers in a body name fds of the client's process, not ours.
+        for net in body.get("net") or () if isinstance(body, dict) else ():
+            if isinstance(net, dict) and net.pop("fds", None) is not None:
+                log.warning("fds in the vm.create body ignored: send them with vm.add-net, over SCM_RIGHTS")
         try:
             config = VmConfig.from_json(body, self.vmm.registry)
         except ConfigError as e:
@@ -110,11 +115,25 @@ class Api:
 
     def _add_device(self, device_type, body, req):
         wait = prefer_wait(req.get_header("Prefer"))
+        received: ReceivedFds = req.env.get(ENVIRON_KEY) or ReceivedFds()
+        fds = received.fds
+        if isinstance(body, dict):
+            # The fds a config holds are the ones sent with the request (SCM_RIGHTS), as in
+            # ch: numbers in the body would name fds of the client's process, not ours.
+            if body.pop("fds", None) is not None:
+                log.warning("fds in the request body ignored: they are sent over SCM_RIGHTS", verb=device_type.api_verb)
+            if fds:
+                body["fds"] = fds
         try:
             config = device_type.from_json(body)
         except ConfigError as e:
             raise ApiError(400, "Error from API", "The device could not be added", str(e)) from e
+        if fds and sorted(getattr(config, "fds", None) or ()) != sorted(fds):
+            raise ApiError(400, "Error from API", "The device could not be added",
+                           f"{device_type.api_verb}: {len(fds)} file descriptor(s) came with the request, but a "
+                           f"{device_type.name} device takes none")
         outcome = self.vmm.add_device(device_type, config, wait)
+        received.keep(held_fds(self.vmm.config))          # the VM config holds them now
         if outcome.body is None:
             return None                         # a cold add
         return self._waited(outcome, wait, 200, outcome.body)

@@ -20,10 +20,13 @@ import threading
 import structlog
 import waitress
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask, WSGITask
+from waitress.wasyncore import _DISCONNECTED
 
 from plugvm.api.app import MAX_BODY
+from plugvm.api.received_fds import ENVIRON_KEY, MAX_PER_MESSAGE, ReceivedFds
 from plugvm.errors import PlugvmError
 
 log = structlog.get_logger(__name__)
@@ -34,6 +37,14 @@ WAITRESS_BODY_LIMIT = 4 * MAX_BODY
 # hundred idle clients take the API away for channel_timeout, 120 s). An idle
 # connection costs an fd and no thread: requests reach a thread only when complete.
 CONNECTION_LIMIT = 1000
+
+
+class _Parser(HTTPRequestParser):
+    """A request as waitress parses it, with the fds that arrived with its bytes."""
+
+    def __init__(self, adj):
+        super().__init__(adj)
+        self.received_fds = ReceivedFds()
 
 
 class _KeepAliveTask(WSGITask):
@@ -55,6 +66,17 @@ class _KeepAliveTask(WSGITask):
         finally:
             del self.set_close_on_finish
 
+    def get_environment(self):
+        environ = super().get_environment()
+        environ[ENVIRON_KEY] = self.request.received_fds
+        return environ
+
+    def execute(self):
+        try:
+            super().execute()
+        finally:
+            self.request.received_fds.close_unkept()        # answered: what the VMM did not keep goes
+
 
 class _JsonErrorTask(ErrorTask):
     """The errors waitress answers itself (a malformed request line, a bad Content-Length,
@@ -69,11 +91,57 @@ class _JsonErrorTask(ErrorTask):
         self.set_close_on_finish()          # the request could not be read: the stream is lost
         self.content_length = len(body)
         self.write(body)
+        self.request.received_fds.close_unkept()
 
 
 class _Channel(HTTPChannel):
+    """A connection whose reads are recvmsg()s: fds sent with SCM_RIGHTS belong to the
+    request whose bytes came with them (the one being parsed, else the next)."""
+
     task_class = _KeepAliveTask
     error_task_class = _JsonErrorTask
+    parser_class = _Parser
+
+    def __init__(self, *args, **kwargs):
+        self._arrived: list[int] = []
+        super().__init__(*args, **kwargs)
+
+    def recv(self, buffer_size):
+        try:
+            data, fds, flags, _ = socket.recv_fds(self.socket, buffer_size, MAX_PER_MESSAGE,
+                                                  socket.MSG_CMSG_CLOEXEC)
+        except OSError as why:
+            if why.args[0] in _DISCONNECTED:
+                self.handle_close()
+                return b""
+            raise
+        self._arrived.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            log.warning("a request sent more fds than plugvm takes at once; the kernel closed the rest",
+                        taken=len(fds))
+        if not data:
+            self.handle_close()
+            return b""
+        return data
+
+    def received(self, data):
+        if self._arrived:
+            fds, self._arrived = self._arrived, []
+            with self.requests_lock:
+                if self.request is None:
+                    self.request = self.parser_class(self.adj)
+                self.request.received_fds.add(fds)
+        return super().received(data)
+
+    def del_channel(self, map=None):
+        # Every way a connection ends passes here (waitress's handle_close bypasses close()).
+        # One lost mid-request: the fds of what was never answered go with it.
+        arrived, self._arrived = self._arrived, []
+        for fd in arrived:
+            os.close(fd)
+        if self.request is not None:
+            self.request.received_fds.close_unkept()
+        super().del_channel(map)
 
 
 class ApiSocketError(PlugvmError, OSError):

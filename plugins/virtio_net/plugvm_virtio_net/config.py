@@ -20,8 +20,7 @@ MTU_MIN = 68             # IPv4's minimum (RFC 791); the kernel refuses less on 
 IFNAMSIZ = 16            # including the NUL
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 # ch fields not implemented, with ch's defaults (accepted at those, since ch-remote sends them all).
-UNSUPPORTED_JSON = {"vhost_user": False, "vhost_socket": None, "vhost_mode": "Client", "fds": None,
-                    "rate_limiter_config": None}
+UNSUPPORTED_JSON = {"vhost_user": False, "vhost_socket": None, "vhost_mode": "Client", "rate_limiter_config": None}
 UNSUPPORTED = ("fd", "vhost_user", "socket", "vhost_mode", "bw_size", "bw_one_time_burst", "bw_refill_time",
                "ops_size", "ops_one_time_burst", "ops_refill_time")
 OFFLOADS = ("offload_tso", "offload_ufo", "offload_csum")
@@ -51,6 +50,10 @@ class NetConfig(PciFields):
     offload_tso: bool = True
     offload_ufo: bool = True
     offload_csum: bool = True
+    # Tap fds the VMM owns, sent by the client with vm.add-net over SCM_RIGHTS (the API puts
+    # them here); the device uses a dup of the first, the VM config keeps these until the
+    # device leaves it.
+    fds: tuple[int, ...] | None = None
 
     @property
     def mac_bytes(self) -> bytes:
@@ -63,6 +66,8 @@ class NetConfig(PciFields):
         for key in ("host_mac", "ip", "mask", "mtu"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
+        if self.fds is not None:
+            body["fds"] = list(self.fds)
         return body
 
 
@@ -89,12 +94,26 @@ def from_json(body: object) -> NetConfig:
                        host_mac=j.string("host_mac", None), ip=j.string("ip", None), mask=j.string("mask", None),
                        mtu=j.integer("mtu", None, U16), num_queues=j.integer("num_queues", NUM_QUEUES, U16),
                        queue_size=j.integer("queue_size", QUEUE_SIZE, U16),
-                       **{key: j.boolean(key, True) for key in OFFLOADS}, **pci_from_json(j))
+                       **{key: j.boolean(key, True) for key in OFFLOADS}, fds=_fds(j), **pci_from_json(j))
     j.close()
     return _checked(config, JSON)
 
 
+def _fds(j: JsonObject) -> tuple[int, ...] | None:
+    fds = j.array("fds", None)
+    if fds is None:
+        return None
+    if not fds or not all(isinstance(fd, int) and not isinstance(fd, bool) and fd >= 0 for fd in fds):
+        raise j.where.bad("fds", fds, "is not a list of file descriptors")
+    return tuple(fds)
+
+
 def _checked(config: NetConfig, where: Where) -> NetConfig:
+    if config.fds is not None and config.tap is not None:
+        raise where.error(f"tap={config.tap!r} and fds are exclusive: the fds are the tap")
+    if config.fds is not None and len(config.fds) != 1:
+        raise where.bad("fds", list(config.fds), "is not one tap fd (one RX/TX queue pair: multiqueue is not "
+                                                 "supported yet)")
     if config.tap is not None and (len(config.tap.encode()) >= IFNAMSIZ or "/" in config.tap or config.tap.isspace()):
         raise where.bad("tap", config.tap, f"is not an interface name (at most {IFNAMSIZ - 1} bytes, no '/')")
     for key in ("mac", "host_mac"):

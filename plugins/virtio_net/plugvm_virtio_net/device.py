@@ -83,7 +83,10 @@ class VirtioNet(VirtioDevice):
 
     def __init__(self, config: NetConfig, option: str = "--net"):
         self.config = config
-        self.tap = Tap(config.tap, option)
+        if config.fds and len(config.fds) != 1:
+            raise TapError(f"{option}: {len(config.fds)} tap fds for one RX/TX queue pair (multiqueue is not "
+                           f"supported yet): send one")
+        self.tap = Tap(config.tap, option, config.fds[0] if config.fds else None)
         try:
             self.tap.configure(config.ip, config.mask, config.host_mac, config.mtu)
         except TapError:

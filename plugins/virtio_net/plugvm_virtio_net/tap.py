@@ -4,6 +4,7 @@ on an AF_INET socket (so no dependency on iproute2's `ip`)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import os
@@ -14,6 +15,7 @@ from plugvm.errors import PlugvmError
 
 # include/uapi/linux/if_tun.h: ioctls are _IOW('T', nr, int|unsigned int).
 TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
 IFF_TAP = 0x0002
@@ -59,9 +61,14 @@ class Tap:
     """An open, non-blocking tap with a 12-byte virtio-net header in front of every frame.
     The tap is not persistent: the kernel deletes one it created here when fd closes."""
 
-    def __init__(self, name: str | None, option: str = "--net"):
+    def __init__(self, name: str | None, option: str = "--net", fd: int | None = None):
+        """Create tap `name` (vmtapN when None), or, given `fd`, take a dup of a tap the
+        client opened (Kata sends one over the API socket)."""
         self.option = option
         self.fd = -1
+        if fd is not None:
+            self._adopt(fd)
+            return
         wanted = name or "vmtap%d"              # the kernel replaces %d with the first free number
         try:
             self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -74,6 +81,25 @@ class Tap:
         except OSError as e:
             self.close()
             raise TapError(f"{option}: cannot open tap {wanted!r}: {e.strerror}", e.errno) from e
+
+    def _adopt(self, fd: int) -> None:
+        try:
+            self.fd = os.dup(fd)                # ours: the VM config keeps the one that was sent
+            request = _ifreq("")
+            fcntl.ioctl(self.fd, TUNGETIFF, request)
+            self.name = bytes(request[:16]).rstrip(b"\0").decode()
+            flags = struct.unpack_from("=H", request, 16)[0]
+            if flags & (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) != IFF_TAP | IFF_NO_PI | IFF_VNET_HDR:
+                self.close()
+                raise TapError(f"{self.option}: fd {fd} is a tun/tap without IFF_TAP|IFF_NO_PI|IFF_VNET_HDR "
+                               f"(flags {flags:#x})")
+            os.set_blocking(self.fd, False)
+            fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("=i", VNET_HDR_SIZE))
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
+        except OSError as e:
+            self.close()
+            what = "is not a tap" if e.errno in (errno.EBADFD, errno.EINVAL, errno.ENOTTY) else e.strerror
+            raise TapError(f"{self.option}: fd {fd} {what}", e.errno) from e
 
     def configure(self, ip: str | None, mask: str | None, host_mac: str | None, mtu: int | None) -> None:
         """Set the host side's MAC, MTU, IPv4 address and netmask (each when given), then
