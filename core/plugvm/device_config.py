@@ -54,8 +54,8 @@ def _check(fields: dict, where: Where) -> dict:
                             "device's PCI node)")
     if fields["iommu"]:
         raise where.error("iommu=on is not supported (plugvm has no virtual IOMMU)")
-    if fields["pci_segment"] != 0:
-        raise where.bad("pci_segment", fields["pci_segment"], "is not an existing PCI segment (plugvm has segment 0)")
+    # Whether the segment exists is the VM's to say (its platform's num_pci_segments):
+    # device_manager.check_slots when a VM config is given, the device manager at a hot-add.
     slot = fields["pci_device_id"]
     if slot is not None and not 1 <= slot < PCI_SLOTS:
         raise where.bad("pci_device_id", slot, f"is not a free device slot (1 to {PCI_SLOTS - 1}; 0 is the host bridge)")

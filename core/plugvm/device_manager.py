@@ -84,6 +84,7 @@ class Attached:
     bar: int
     window: object                      # the AddressAllocator its BAR came from
     removing: bool = False              # removal asked for, the guest has not ejected yet
+    segment: int = 0                    # the id of its PCI segment
     gone: threading.Event = field(default_factory=threading.Event)    # set once ejected
 
 
@@ -105,22 +106,36 @@ def boot_devices(registry, vm_config) -> list[tuple[object, object]]:
 
 
 def check_slots(registry, vm_config, where: str = "VmConfig") -> None:
-    """ConfigError unless the config's boot devices fit segment 0's slots (31: slot 0 is
-    the host bridge), defaults and built-ins counted: so that a VM config that cannot
-    boot is refused when it is given, not when it boots."""
-    count = len(boot_devices(registry, vm_config))
-    if count > PCI_SLOTS - 1:
-        raise ConfigError(f"{where}: {count} PCI devices (with the built-in and default ones) do not fit the "
-                          f"{PCI_SLOTS - 1} slots of segment 0")
+    """ConfigError unless the config's boot devices, defaults and built-ins counted, name
+    segments the VM has and fit their slots (31 on segment 0, whose slot 0 is the host
+    bridge; 32 on the others): so that a VM config that cannot boot is refused when it
+    is given, not when it boots."""
+    segments = vm_config.platform.num_pci_segments
+    per_segment: dict[int, int] = {}
+    for device_type, config in boot_devices(registry, vm_config):
+        index = getattr(config, "pci_segment", 0) or 0
+        if index >= segments:
+            # Named as the user wrote it: the option on the command line, the field in JSON.
+            name = device_type.cli_option if where == "plugvm" else device_type.config_key
+            raise ConfigError(f"{name}: pci_segment={index} does not exist: the VM has {segments} PCI "
+                              f"segment{'s' if segments > 1 else ''} (platform num_pci_segments)")
+        per_segment[index] = per_segment.get(index, 0) + 1
+    for index, count in sorted(per_segment.items()):
+        room = PCI_SLOTS - (1 if index == 0 else 0)
+        if count > room:
+            raise ConfigError(f"{where}: {count} PCI devices (with the built-in and default ones) do not fit the "
+                              f"{room} slots of segment {index}")
 
 
 class DeviceManager:
-    def __init__(self, vm, memory, mmio, router, registry, segment: PciSegment, vm_config, consoles=None,
+    def __init__(self, vm, memory, mmio, router, registry, segments, vm_config, consoles=None,
                  memory_hotplug=None, handover: dict | None = None, device_memory=None):
+        """`segments`: the VM's PciSegments, by id (a single PciSegment: segment 0 alone)."""
         self.vm, self.memory, self.mmio, self.router = vm, memory, mmio, router
         self.device_memory = device_memory      # plugvm.device_memory.DeviceMemory (None: devices own no ranges)
         self.registry = registry
-        self.segment = segment
+        self.segments: list[PciSegment] = [segments] if isinstance(segments, PciSegment) else list(segments)
+        self.segment = self.segments[0]
         self.vm_config = vm_config
         self.consoles = consoles
         self.memory_hotplug = memory_hotplug
@@ -139,7 +154,7 @@ class DeviceManager:
         taken = {c.id for _, c in wanted if getattr(c, "id", None)}
         for device_type, config in wanted:
             if getattr(config, "pci_device_id", None) is not None:
-                self.segment.allocate_slot(config.pci_device_id)
+                self._segment_of(device_type, config).allocate_slot(config.pci_device_id)
         for device_type, config in wanted:
             self.add(device_type, config, reserved=True, taken=taken)
 
@@ -162,14 +177,15 @@ class DeviceManager:
             if device_id in self.devices:
                 raise DeviceError(f"{device_type.cli_option}: a device with id {device_id!r} already exists")
             explicit = getattr(config, "pci_device_id", None)
+            segment = self._segment_of(device_type, config)
             try:
-                slot = explicit if (explicit is not None and reserved) else self.segment.allocate_slot(explicit)
+                slot = explicit if (explicit is not None and reserved) else segment.allocate_slot(explicit)
             except SlotError as e:
                 raise DeviceError(f"pci_device_id={explicit}: {e}" if explicit is not None else str(e)) from e
             bar = window = None
             device = transport = None
             try:
-                window = self.segment.mem64 if bar_64bit else self.segment.mem32
+                window = segment.mem64 if bar_64bit else segment.mem32
                 bar = window.allocate(BAR0_SIZE, VIRTIO_BAR_ALIGNMENT)
                 ranges = self.device_memory.for_device(device_id) if self.device_memory is not None else None
                 device = device_type.create(config, DeviceEnv(self.vm_config, self.consoles, self.memory_hotplug,
@@ -178,7 +194,7 @@ class DeviceManager:
                 transport = VirtioPciDevice(device, device_id, self.memory, self.vm, self.router, bar, bar_64bit)
                 device = None           # the transport owns it now
                 self.mmio.insert(bar, BAR0_SIZE, transport)
-                self.segment.attach(slot, transport)
+                segment.attach(slot, transport)
             except BaseException:
                 if transport is not None:
                     try:
@@ -191,11 +207,12 @@ class DeviceManager:
                 self._release_ranges(device_id)
                 if bar is not None:
                     window.free(bar)
-                self.segment.free_slot(slot)
+                segment.free_slot(slot)
                 raise
-            self.devices[device_id] = attached = Attached(device_id, device_type, slot, transport, bar, window)
+            self.devices[device_id] = attached = Attached(device_id, device_type, slot, transport, bar, window,
+                                                          segment=segment.segment_id)
             transport.config.on_bar_moved = lambda index, old, new: self._bar_moved(attached, new)
-        info = PciDeviceInfo(device_id, self._bdf(slot))
+        info = PciDeviceInfo(device_id, self._bdf(segment.segment_id, slot))
         log.info("device added", id=device_id, bdf=info.bdf, type=device_type.name)
         self.registry.notify("plugvm_device_added", device_id=device_id, bdf=info.bdf, device_type=device_type,
                              device_config=config, hotplug=bar_64bit)
@@ -210,7 +227,8 @@ class DeviceManager:
         with self._lock:
             if self.devices.get(attached.id) is not attached or new == attached.bar:
                 return
-            window = next((w for w in (self.segment.mem32, self.segment.mem64)
+            segment = self.segments[attached.segment]
+            window = next((w for w in (segment.mem32, segment.mem64)
                            if w.base <= new and new + BAR0_SIZE <= w.end), None)
             try:
                 if window is None:
@@ -251,21 +269,23 @@ class DeviceManager:
             attached.removing = True
             return attached
 
-    def eject(self, slot: int) -> None:
-        """The guest ejected `slot` (B0EJ, on its vCPU thread). Only a device whose removal
-        was asked for is released; any other bit (an empty slot, a device nobody asked
-        to remove, a slot that does not exist) is logged and ignored, so a guest cannot
-        take away what the VM's config says it has, nor free anything twice."""
+    def eject(self, segment_id: int, slot: int) -> None:
+        """The guest ejected `slot` of segment `segment_id` (B0EJ, on its vCPU thread).
+        Only a device whose removal was asked for is released; any other bit (an empty
+        slot, a device nobody asked to remove, a slot that does not exist) is logged and
+        ignored, so a guest cannot take away what the VM's config says it has, nor free
+        anything twice."""
         with self._lock:
-            attached = next((a for a in self.devices.values() if a.slot == slot), None)
+            attached = next((a for a in self.devices.values() if (a.segment, a.slot) == (segment_id, slot)), None)
             if attached is None or not attached.removing:
-                log.warning("guest ejected a slot with no pending removal; ignored", slot=slot,
+                log.warning("guest ejected a slot with no pending removal; ignored", segment=segment_id, slot=slot,
                             device=attached.id if attached else None)
                 return
             del self.devices[attached.id]
+            segment = self.segments[segment_id]
             # Off the buses first, so that no vCPU reaches the device while it goes.
             self.mmio.remove(attached.bar)
-            self.segment.detach(slot)
+            segment.detach(slot)
         try:
             attached.transport.close()
         except Exception:
@@ -274,11 +294,11 @@ class DeviceManager:
             self._release_ranges(attached.id)
             with self._lock:
                 attached.window.free(attached.bar)
-                self.segment.free_slot(slot)
+                segment.free_slot(slot)
             attached.gone.set()
-        log.info("device ejected", id=attached.id, bdf=self._bdf(slot))
-        self.registry.notify("plugvm_device_removed", device_id=attached.id, bdf=self._bdf(slot),
-                             device_type=attached.type)
+        bdf = self._bdf(segment_id, slot)
+        log.info("device ejected", id=attached.id, bdf=bdf)
+        self.registry.notify("plugvm_device_removed", device_id=attached.id, bdf=bdf, device_type=attached.type)
 
     def device_tree(self) -> dict:
         """cloud-hypervisor's device tree: each virtio device under its `_virtio-pci-<id>`
@@ -294,7 +314,7 @@ class DeviceManager:
             tree[parent] = {"id": parent, "resources": [{"PciBar": {"index": 0, "base": bar, "size": BAR0_SIZE,
                                                                      "type": "Mmio32" if bar < 1 << 32 else "Mmio64",
                                                                      "prefetchable": False}}],
-                            "children": [device_id], "pci_bdf": self._bdf(attached.slot)}
+                            "children": [device_id], "pci_bdf": self._bdf(attached.segment, attached.slot)}
             if attached.removing:
                 tree[device_id]["pending_removal"] = tree[parent]["pending_removal"] = True
         return tree
@@ -315,8 +335,18 @@ class DeviceManager:
         except Exception:
             log.exception("releasing a device's guest ranges failed", id=device_id)
 
-    def _bdf(self, slot: int) -> str:
-        return f"{self.segment.segment_id:04x}:00:{slot:02x}.0"
+    @staticmethod
+    def _bdf(segment_id: int, slot: int) -> str:
+        return f"{segment_id:04x}:00:{slot:02x}.0"
+
+    def _segment_of(self, device_type, config) -> PciSegment:
+        """The segment a device's config asks for (its pci_segment; 0 without one)."""
+        index = getattr(config, "pci_segment", 0) or 0
+        if not 0 <= index < len(self.segments):
+            raise DeviceError(f"{device_type.cli_option}: pci_segment={index} does not exist: the VM has "
+                              f"{len(self.segments)} PCI segment{'s' if len(self.segments) > 1 else ''} "
+                              f"(--platform num_pci_segments)")
+        return self.segments[index]
 
     def close(self, handover: dict | None = None) -> None:
         """Close every device. For a guest reboot, `handover` collects what each device

@@ -38,7 +38,7 @@ from plugvm.kvm import KvmError
 from plugvm.memory import Backing, GuestMemory
 from plugvm.memory_hotplug import MemoryHotplugEnv
 from plugvm.memory_slots import MemorySlots
-from plugvm.pci.segment import PciSegment
+from plugvm.pci.segment import PciSegment, segment_windows
 from plugvm.vcpu_thread import VcpuThread
 
 log = structlog.get_logger(__name__)
@@ -170,12 +170,17 @@ class Machine:
                 self.mmio.insert(platform[layout.MEMORY_HOTPLUG], method.registers_size,
                                  self.memory_hotplug.registers)
 
-        self.segment = PciSegment(0, mem64_start=mem64_start, mem64_size=layout.PCI_MEM64_SIZE)
-        self.pio.insert(layout.PCI_CONFIG_IO_PORT, 8, self.segment.config_io)
-        self.mmio.insert(layout.PCI_MMCONFIG_START, layout.PCI_MMCONFIG_SEGMENT_SIZE, self.segment.ecam)
-        # Device ranges (virtio-pmem's file) come from the 64-bit window, as in cloud-hypervisor.
+        # Each segment its ECAM MiB and a share of the BAR windows (--platform num_pci_segments).
+        windows = segment_windows(cfg.platform.num_pci_segments, mem64_start, layout.PCI_MEM64_SIZE)
+        self.segments = [PciSegment(i, mem32=mem32, mem64_start=mem64[0], mem64_size=mem64[1])
+                         for i, (mem32, mem64) in enumerate(windows)]
+        self.segment = self.segments[0]
+        self.pio.insert(layout.PCI_CONFIG_IO_PORT, 8, self.segment.config_io)      # segment 0's only
+        for segment in self.segments:
+            self.mmio.insert(segment.ecam_base, layout.PCI_MMCONFIG_SEGMENT_SIZE, segment.ecam)
+        # Device ranges (virtio-pmem's file) come from segment 0's 64-bit window.
         self.device_memory = DeviceMemory(vm, self.slots, self.segment.mem64)
-        self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segment, cfg,
+        self.devices = DeviceManager(vm, self.memory, self.mmio, self.router, self.registry, self.segments, cfg,
                                      consoles=consoles, memory_hotplug=self.memory_hotplug, handover=self._handover,
                                      device_memory=self.device_memory)
         self.devices.attach_boot_devices()
@@ -187,13 +192,12 @@ class Machine:
             if missing:
                 raise AffinityError(f"--cpus affinity: vCPU {pin.vcpu}'s host CPUs {missing} are not CPUs plugvm "
                                     f"may run on ({', '.join(map(str, sorted(usable)))})")
-        self.pci_hotplug = PciHotplugController(1, self._eject)
+        self.pci_hotplug = PciHotplugController(len(self.segments), self._eject)
         self.mmio.insert(platform["pci_hotplug"], PCI_HOTPLUG_SIZE, self.pci_hotplug)
-        pci_aml = acpi.pci_segment_aml(0, layout.PCI_MMCONFIG_START,
-                                       (layout.MEM_32BIT_DEVICES_START, layout.MEM_32BIT_DEVICES_SIZE),
-                                       (mem64_start, layout.PCI_MEM64_SIZE),
-                                       hotplug_region=(platform["pci_hotplug"], PCI_HOTPLUG_SIZE))
-        mcfg = acpi.Mcfg([(0, layout.PCI_MMCONFIG_START, 0, 0)])
+        pci_aml = acpi.pci_segments_aml([(s.segment_id, s.ecam_base, (s.mem32.base, s.mem32.size),
+                                          (s.mem64.base, s.mem64.size)) for s in self.segments],
+                                        hotplug_region=(platform["pci_hotplug"], PCI_HOTPLUG_SIZE))
+        mcfg = acpi.Mcfg([(s.segment_id, s.ecam_base, 0, 0) for s in self.segments])
         self.cpu_hotplug = CpuHotplugController(max_vcpus, boot, self._eject_vcpu)
         self.mmio.insert(platform["cpu_hotplug"], CPU_HOTPLUG_SIZE, self.cpu_hotplug)
         # The _MAT of each CPU is its MADT structure, Enabled: the two must agree.
@@ -293,7 +297,8 @@ class Machine:
         slot (or its pci_device_id), then tell the guest (PCIU, the GED's PCI bit).
         Returns its PciDeviceInfo; on failure nothing is attached and the guest is not told."""
         info = self.devices.add(device_type, config, bar_64bit=True)
-        self.pci_hotplug.added(0, self.devices.devices[info.id].slot)
+        attached = self.devices.devices[info.id]
+        self.pci_hotplug.added(attached.segment, attached.slot)
         self.ged.notify(PCI_DEVICES_CHANGED)
         return info
 
@@ -301,7 +306,7 @@ class Machine:
         """Ask the guest to let go of a device (PCID, the GED's PCI bit); it is released
         when the guest ejects it. Returns the device's device_manager.Attached."""
         attached = self.devices.request_removal(device_id)
-        self.pci_hotplug.removing(0, attached.slot)
+        self.pci_hotplug.removing(attached.segment, attached.slot)
         self.ged.notify(PCI_DEVICES_CHANGED)
         log.info("device removal requested", id=device_id, slot=attached.slot)     # after: the guest is told first
         return attached
@@ -361,7 +366,7 @@ class Machine:
         log.info("vcpu ejected", vcpu=index)
 
     def _eject(self, segment: int, slot: int) -> None:
-        self.devices.eject(slot)
+        self.devices.eject(segment, slot)
 
     def power_button(self) -> None:
         """Press the ACPI power button: the guest's OS decides what to do (it powers off)."""

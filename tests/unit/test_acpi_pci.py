@@ -14,7 +14,7 @@ from plugvm.acpi.aml_extra import (Acquire, And, Arg, Field, FieldAccess, FieldU
                                    Mutex, Notify, OperationRegion, RegionSpace, Release, ShiftLeft, Store, ToUuid)
 from plugvm.acpi.errors import AmlError
 from plugvm.acpi.mcfg import Mcfg
-from plugvm.acpi.pci_aml import PCI_INTX_IRQS, host_bridge, pci_segment_aml
+from plugvm.acpi.pci_aml import PCI_INTX_IRQS, host_bridge, pci_segment_aml, pci_segments_aml
 from plugvm.testing.acpica import check_round_trip, problems, run, run_over_tables, tool
 
 MMCONFIG, MEM32, MEM64 = 0xE800_0000, (0xC000_0000, 640 << 20), (1 << 36, 64 << 30)
@@ -145,15 +145,22 @@ def test_a_second_segment_has_no_legacy_io():
 
 # --- ACPICA over the whole tables
 
-VARIANTS = {"no-hotplug": None, "hotplug": HOTPLUG}
+VARIANTS = {"no-hotplug": None, "hotplug": HOTPLUG, "two-segments": HOTPLUG}
+# Two segments as a machine with num_pci_segments=2 shares the windows out.
+SEGMENTS = [(0, MMCONFIG, (0xC000_0000, 320 << 20), (1 << 36, 32 << 30)),
+            (1, MMCONFIG + (1 << 20), (0xD400_0000, 320 << 20), ((1 << 36) + (32 << 30), 32 << 30))]
 EVALUATE = [r"\_SB_.PC00._CRS", r"\_SB_.PC00._PRT", r"\_SB_.PC00.S001._ADR", r"\_SB_.MBRD._CRS"]
 EJECT = [r"\_SB_.PHPR.PSCN", r"\_SB_.PC00.S003._EJ0 0", r"\_SB_.PHPR.B0EJ"]    # acpiexec simulates the region
 
 
 def image(variant):
-    fragments = pci_segment_aml(0, MMCONFIG, MEM32, MEM64, hotplug_region=VARIANTS[variant])
-    return build(AcpiPlatform(boot_cpus=2, max_cpus=2, dsdt_fragments=tuple(fragments),
-                              extra_tables=(Mcfg([(0, MMCONFIG, 0, 0)]),)))
+    if variant == "two-segments":
+        fragments = pci_segments_aml(SEGMENTS, hotplug_region=HOTPLUG)
+        mcfg = Mcfg([(segment, base, 0, 0) for segment, base, _, _ in SEGMENTS])
+    else:
+        fragments = pci_segment_aml(0, MMCONFIG, MEM32, MEM64, hotplug_region=VARIANTS[variant])
+        mcfg = Mcfg([(0, MMCONFIG, 0, 0)])
+    return build(AcpiPlatform(boot_cpus=2, max_cpus=2, dsdt_fragments=tuple(fragments), extra_tables=(mcfg,)))
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -162,6 +169,7 @@ def acpica(request, tmp_path_factory):
     variant, directory = request.param, tmp_path_factory.mktemp(f"pci-{request.param}")
     commands = ["Paths", "Predefined", "Resources"] + [f"Evaluate {p}" for p in EVALUATE]
     commands += [f"Evaluate {p}" for p in EJECT] if VARIANTS[variant] else []
+    commands += [r"Evaluate \_SB_.PC01._CRS", r"Evaluate \_SB_.PC01.S000._ADR"] if variant == "two-segments" else []
     return variant, directory, run_over_tables(tables(variant), directory, commands)
 
 
@@ -188,15 +196,23 @@ def test_acpiexec_loads_the_tables_and_evaluates_the_segment(acpica):
     hotplug = {("Device", "_SB.PHPR"), ("Method", "_SB.PHPR.PCEJ"), ("Method", "_SB.PC00.PCNT"),
                ("Method", "_SB.PC00.DVNT"), ("Method", "_SB.PC00.S001._EJ0")}
     assert expected <= paths, output
-    assert (hotplug <= paths) == (variant == "hotplug") and (hotplug & paths == set()) == (variant != "hotplug")
+    with_hotplug = VARIANTS[variant] is not None
+    assert (hotplug <= paths) == with_hotplug and (hotplug & paths == set()) == (not with_hotplug)
     for path in EVALUATE:
         assert f"Evaluation of {path} returned object" in output, path
     assert "[Package] Contains 32 Elements:" in output
     assert re.search(r"Evaluation of \\_SB_.PC00.S001._ADR returned.*\n\s*\[Integer\] = 0*10000\n", output), output
     # the windows, as ACPICA's resource manager decodes _CRS (Resources)
     windows = re.findall(r"Address Minimum : (\w+)\s+Address Maximum : (\w+)", output)
-    for window in [("0CF8", "0CF8"), ("0000", "0CF7"), ("0D00", "FFFF"), ("C0000000", "E7FFFFFF"),
-                   ("0000001000000000", "0000001FFFFFFFFF")]:
+    if variant == "two-segments":
+        expected_windows = [("0CF8", "0CF8"), ("C0000000", "D3FFFFFF"), ("D4000000", "E7FFFFFF"),
+                            ("0000001000000000", "00000017FFFFFFFF"), ("0000001800000000", "0000001FFFFFFFFF")]
+        assert {("Device", "_SB.PC01"), ("Device", "_SB.PC01.S000"), ("Method", "_SB.PC01.PCNT")} <= paths, output
+        assert re.search(r"Evaluation of \\_SB_.PC01.S000._ADR returned.*\n\s*\[Integer\] = 0+\n", output), output
+    else:
+        expected_windows = [("0CF8", "0CF8"), ("0000", "0CF7"), ("0D00", "FFFF"), ("C0000000", "E7FFFFFF"),
+                            ("0000001000000000", "0000001FFFFFFFFF")]
+    for window in expected_windows:
         assert window in windows, window
     if variant == "hotplug":
         # S003's _EJ0 selected segment 0 and wrote bit 3 to B0EJ

@@ -39,12 +39,14 @@ def kata_body(kernel, image, tmp_path):
                  "topology": {"cores_per_die": 4, "dies_per_package": 1, "packages": 1, "threads_per_core": 1}},
         "disks": [{"backing_files": False, "direct": False, "image_type": "Raw", "iommu": False, "num_queues": 1,
                    "queue_size": 128, "path": str(image), "readonly": True, "sparse": True, "vhost_user": False}],
+        "fs": [{"num_queues": 1, "pci_segment": 1, "queue_size": 1024, "socket": str(tmp_path / "virtiofsd.sock"),
+                "tag": "kataShared"}],
         "iommu": False, "landlock_enable": False,
         "memory": {"hotplug_method": "Acpi", "hotplug_size": 8 * GiB, "hugepages": False, "mergeable": False,
                    "prefault": False, "shared": True, "size": 2 * GiB, "thp": True},
         "pvpanic": False, "watchdog": False,
         "payload": {"cmdline": "root=/dev/vda1 quiet", "kernel": str(kernel)},
-        "platform": {"num_pci_segments": 1, "sev_snp": False, "tdx": False},
+        "platform": {"num_pci_segments": 2, "sev_snp": False, "tdx": False},
         "rng": {"iommu": False, "src": "/dev/urandom"},
         "serial": {"iommu": False, "mode": "Off"},
         "vsock": {"cid": 3, "iommu": False, "socket": str(tmp_path / "clh.sock")},
@@ -58,6 +60,7 @@ def test_katas_default_body_is_read_whole(files, tmp_path):
     # Every field Kata sends is one plugvm reads: none is ignored.
     assert [e for e in logs if e["event"] == "unknown JSON field ignored"] == []
     assert (vm.cpus.max_vcpus, vm.memory.hotplug_size, vm.devices["vsock"].cid) == (4, 8 * GiB, 3)
+    assert vm.platform.num_pci_segments == 2 and vm.devices["fs"][0].pci_segment == 1
 
 
 def test_unknown_fields_are_ignored_and_each_warned_once(files, tmp_path):

@@ -15,14 +15,14 @@ from plugvm.acpi.errors import AcpiError, AmlError
 from plugvm.acpi.fadt import Fadt
 from plugvm.acpi.madt import Madt
 from plugvm.acpi.mcfg import Mcfg
-from plugvm.acpi.pci_aml import pci_segment_aml
+from plugvm.acpi.pci_aml import pci_segment_aml, pci_segments_aml
 from plugvm.acpi.placement import ALIGNMENT, Placement
 from plugvm.acpi.platform_aml import platform_fragments
 from plugvm.acpi.rsdp import Rsdp
 from plugvm.acpi.sdt import SdtHeader, checksum
 from plugvm.acpi.xsdt import Xsdt
 
-__all__ = ["AcpiError", "AcpiImage", "AcpiPlatform", "AmlError", "Mcfg", "build", "pci_segment_aml"]
+__all__ = ["AcpiError", "AcpiImage", "AcpiPlatform", "AmlError", "Mcfg", "build", "pci_segment_aml", "pci_segments_aml"]
 OWN_SIGNATURES = ("RSDP", "XSDT", "FACP", "APIC", "DSDT")
 
 

@@ -157,17 +157,22 @@ def mmconfig_reservation(mmconfig_bases: Sequence[int]) -> Device:
                                                   for base in mmconfig_bases])))
 
 
-def pci_segment_aml(segment_id: int, mmconfig_base: int, mem32: tuple[int, int], mem64: tuple[int, int], *,
-                    hotplug_region: tuple[int, int] | None = None, irqs: Sequence[int] = PCI_INTX_IRQS,
-                    proximity_domain: int = 0) -> list[Aml]:
-    """Everything a single-segment machine puts in its DSDT, in cloud-hypervisor's order:
-    [PHPR,] PCxx, MBRD, all in \\_SB_. mem32 and mem64 are (start, size) BAR windows;
-    hotplug_region is the (address, size) of the hotplug registers, None without hotplug.
-    A machine with several segments composes host_bridge/hotplug_controller/
-    mmconfig_reservation itself: one PHPR and one MBRD for all segments."""
+def pci_segments_aml(segments: Sequence[tuple[int, int, tuple[int, int], tuple[int, int]]], *,
+                     hotplug_region: tuple[int, int] | None = None, irqs: Sequence[int] = PCI_INTX_IRQS) -> list[Aml]:
+    """Everything a machine's PCI segments put in its DSDT, in cloud-hypervisor's order:
+    [PHPR,] PC00, PC01, ..., MBRD, all in \\_SB_. Each segment is (id, ECAM base, mem32,
+    mem64), the windows (start, size); hotplug_region is the (address, size) of the
+    hotplug registers, shared by every segment through PSEG, None without hotplug."""
     hotplug = hotplug_region is not None
-    devices: list[Aml] = [hotplug_controller(*hotplug_region, [segment_id])] if hotplug else []
-    devices += [host_bridge(segment_id, mmconfig_base, mem32, mem64, hotplug=hotplug, irqs=irqs,
-                            proximity_domain=proximity_domain),
-                mmconfig_reservation([mmconfig_base])]
+    ids = [segment_id for segment_id, *_ in segments]
+    devices: list[Aml] = [hotplug_controller(*hotplug_region, ids)] if hotplug else []
+    devices += [host_bridge(segment_id, base, mem32, mem64, hotplug=hotplug, irqs=irqs)
+                for segment_id, base, mem32, mem64 in segments]
+    devices.append(mmconfig_reservation([base for _, base, _, _ in segments]))
     return [Scope("\\_SB_", *devices)]
+
+
+def pci_segment_aml(segment_id: int, mmconfig_base: int, mem32: tuple[int, int], mem64: tuple[int, int], *,
+                    hotplug_region: tuple[int, int] | None = None, irqs: Sequence[int] = PCI_INTX_IRQS) -> list[Aml]:
+    """pci_segments_aml of a machine with one segment."""
+    return pci_segments_aml([(segment_id, mmconfig_base, mem32, mem64)], hotplug_region=hotplug_region, irqs=irqs)

@@ -18,10 +18,11 @@ from plugvm.config.event_monitor import EventMonitorConfig, parse_event_monitor
 from plugvm.config.cpus import CpusConfig
 from plugvm.config.memory import CLI as MEMORY_CLI, MemoryConfig, check_method
 from plugvm.config.payload import CLI_NAMES, PayloadConfig
+from plugvm.config.platform import PlatformConfig
 from plugvm.config.vm import VmConfig
 
 # ch's clap group "vm-config", which requires a payload (--kernel).
-VM_OPTIONS = ("--cpus", "--memory", "--initramfs", "--cmdline", "--serial", "--console")
+VM_OPTIONS = ("--cpus", "--memory", "--initramfs", "--cmdline", "--serial", "--console", "--platform")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def _parser(registry) -> _Parser:
     p.add_argument("--console", **once, help="off|null|tty|file=PATH[,id=ID,pci_device_id=SLOT]: the "
                                              "virtio-console, hvc0 in the guest (default tty; not tty with "
                                              "--serial tty; ch's pty and socket=PATH are not available)")
+    p.add_argument("--platform", **once, help="num_pci_segments=N: PCI segments 0..N-1 (default 1, at most "
+                                              "16); ch's iommu_segments and SMBIOS strings are not available")
     for t in _optioned(registry):
         if t.multiple:
             p.add_argument(t.cli_option, action="extend", nargs="+", default=None, metavar="CONFIG",
@@ -131,7 +134,9 @@ def parse_cli(argv: list[str], registry=None) -> CliConfig:
     payload = PayloadConfig(kernel=_path("--kernel", args.kernel), initramfs=_path("--initramfs", args.initramfs),
                             cmdline=args.cmdline)
     payload.validate(CLI_NAMES)
-    vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console, devices=devices)
+    platform = PlatformConfig() if args.platform is None else PlatformConfig.parse(args.platform)
+    vm = VmConfig(payload=payload, cpus=cpus, memory=memory, serial=serial, console=console, platform=platform,
+                  devices=devices)
     from plugvm.device_manager import check_slots
     check_slots(registry, vm, "plugvm")
     return CliConfig(vm=vm, api_socket=api_socket, event_monitor=monitor, log_file=log_file,

@@ -95,7 +95,7 @@ def parse_console(text: str) -> VirtioConsoleConfig:
     """The value of --console."""
     where = Where("--console")
     options = Options(text, where, PATH_KEYS + PCI_KEYS, FLAGS)
-    config = VirtioConsoleConfig(**_parse(options, where), **_pci(device_config.pci_from_options(options)))
+    config = VirtioConsoleConfig(**_parse(options, where), **_pci(device_config.pci_from_options(options), where))
     config.validate(where, CONSOLE_MODES)
     return config
 
@@ -111,7 +111,7 @@ def serial_from_json(j: JsonObject) -> ConsoleConfig:
 
 def console_from_json(j: JsonObject) -> VirtioConsoleConfig:
     # ch sends the console's PCI fields too (iommu and pci_segment always).
-    config = VirtioConsoleConfig(**_from_json(j), **_pci(device_config.pci_from_json(j)))
+    config = VirtioConsoleConfig(**_from_json(j), **_pci(device_config.pci_from_json(j), j.where))
     j.close()
     config.validate(j.where, CONSOLE_MODES)
     return config
@@ -135,8 +135,10 @@ def _from_json(j: JsonObject) -> dict:
     return {"mode": j.enum("mode", ConsoleMode), "file": j.path("file", None), "socket": j.path("socket", None)}
 
 
-def _pci(fields: dict) -> dict:
-    # pci_from_* refused iommu=on and any segment but 0; what is left to keep:
+def _pci(fields: dict, where: Where) -> dict:
+    # pci_from_* refused iommu=on; the console stays on segment 0; what is left to keep:
+    if fields["pci_segment"] != 0:
+        raise where.bad("pci_segment", fields["pci_segment"], "is not supported: the virtio-console is on segment 0")
     return {"id": fields["id"], "pci_device_id": fields["pci_device_id"]}
 
 

@@ -16,7 +16,6 @@ from plugvm.config.payload import PayloadConfig
 from plugvm.config.platform import PlatformConfig
 
 JSON = Where("VmConfig", json=True)
-PCI_SLOTS = 32         # per segment; slot 0 is the host bridge (pci/segment.py)
 _ABSENT = object()     # a part left out of the body (null is refused: ch's parts are not Options)
 
 
@@ -72,17 +71,16 @@ class VmConfig:
                     raise DuplicateIdError(f"VmConfig: the device id {device_id!r} is used twice "
                                            f"(IdentifierNotUnique)")
                 seen[device_id] = 1
-        slots: set[int] = set()
+        slots: set[tuple[int, int]] = set()
         for c in configs:
             slot = getattr(c, "pci_device_id", None)
             if slot is not None:
-                if slot in slots:
-                    raise ConfigError(f"VmConfig: pci_device_id {slot} is given to two devices")
-                slots.add(slot)
-        pci = [c for c in configs if getattr(c, "mode", None) != ConsoleMode.OFF]
-        if len(pci) > PCI_SLOTS - 1:
-            raise ConfigError(f"VmConfig: {len(pci)} PCI devices do not fit the {PCI_SLOTS - 1} slots of "
-                              f"segment 0")
+                place = (getattr(c, "pci_segment", 0) or 0, slot)
+                if place in slots:
+                    raise ConfigError(f"VmConfig: pci_device_id {slot} of segment {place[0]} is given to two devices")
+                slots.add(place)
+        # Whether the devices fit their segments' slots, defaults counted, is
+        # device_manager.check_slots's: it knows the installed types.
 
     @classmethod
     def from_json(cls, body: object, registry=None) -> VmConfig:

@@ -5,9 +5,9 @@ one place, because hotplug adds and frees both (notes §2.2, §3e, §3h).
 
 API:
     SlotError(PlugvmError, ValueError)
-    PciSegment(segment_id: int = 0, *, mem64_start: int, mem64_size: int)
+    PciSegment(segment_id: int = 0, *, mem64_start: int, mem64_size: int, mem32: tuple[int, int] = whole)
         .segment_id
-        .mem32: AddressAllocator         [0xC000_0000, +640 MiB)
+        .mem32: AddressAllocator         its share of [0xC000_0000, +640 MiB) (all of it by default)
         .mem64: AddressAllocator         [mem64_start, +mem64_size) (the machine computes it)
         .ecam_base: int                  where .ecam goes on the MMIO bus (1 MiB per segment)
         .config_io                       bus device for ports 0xCF8-0xCFF (segment 0 only)
@@ -45,16 +45,30 @@ class SlotError(PlugvmError, ValueError):
     """A slot is taken, out of range, or none is free."""
 
 
+def segment_windows(count: int, mem64_start: int, mem64_size: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """((mem32 start, size), (mem64 start, size)) for each of `count` segments: the 32-bit
+    device window and the 64-bit one split in equal shares, as cloud-hypervisor splits
+    them at its default aperture weights (1 each), each share aligned (4 MiB below 4 GiB,
+    4 GiB above)."""
+    mem32 = layout.MEM_32BIT_DEVICES_SIZE // count // (4 << 20) * (4 << 20)
+    mem64 = mem64_size // count // (4 << 30) * (4 << 30)
+    if not mem32 or not mem64:
+        raise SlotError(f"{count} PCI segments do not fit the PCI windows")
+    return [((layout.MEM_32BIT_DEVICES_START + i * mem32, mem32), (mem64_start + i * mem64, mem64))
+            for i in range(count)]
+
+
 class PciSegment:
     """Bus 0 of one segment, its slots and its BAR windows."""
 
-    def __init__(self, segment_id: int = 0, *, mem64_start: int, mem64_size: int):
+    def __init__(self, segment_id: int = 0, *, mem64_start: int, mem64_size: int,
+                 mem32: tuple[int, int] = (layout.MEM_32BIT_DEVICES_START, layout.MEM_32BIT_DEVICES_SIZE)):
         self.segment_id = segment_id
         # Only segment 0 has a root device (cloud-hypervisor); elsewhere slot 0 is free.
         self._first_slot = 1 if segment_id == 0 else 0
         self.devices: dict[int, object] = {0: HostBridge()} if segment_id == 0 else {}
         self._reserved: set[int] = set(self.devices)
-        self.mem32 = AddressAllocator(layout.MEM_32BIT_DEVICES_START, layout.MEM_32BIT_DEVICES_SIZE)
+        self.mem32 = AddressAllocator(*mem32)
         self.mem64 = AddressAllocator(mem64_start, mem64_size)
         self.ecam_base = layout.PCI_MMCONFIG_START + segment_id * layout.PCI_MMCONFIG_SEGMENT_SIZE
         self._lock = threading.Lock()
