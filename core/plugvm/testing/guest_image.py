@@ -1,7 +1,8 @@
 """The test guest: Debian's cloud kernel and a busybox initramfs that serves a shell on the console.
 
-`plugvm-guest-image` (and `make guest`) writes build/guest/vmlinuz and
-build/guest/initramfs.img, and does nothing when they are current.
+`plugvm-guest-image` (and `make guest`) writes build/guest/vmlinuz, the same kernel as
+an ELF vmlinux (PVH, as Kata boots its kernel) and build/guest/initramfs.img, and does
+nothing when they are current.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugvm.testing import cpio, debian, guest_tools, initramfs, kmod
+from plugvm.testing import cpio, debian, guest_tools, initramfs, kmod, vmlinux
 from plugvm.testing.errors import ImageError, TestingError
 from plugvm.testing.paths import build_dir
 
@@ -75,6 +76,9 @@ class GuestImage:
     initramfs: Path
     release: str
     modules: tuple[str, ...]
+    # The same kernel as an uncompressed ELF booted through its PVH note, as Kata's
+    # vmlinux.container is (plugvm.testing.vmlinux).
+    vmlinux: Path | None = None
     ready_marker: str = READY_MARKER
     prompt: str = PROMPT
     cmdline: str = "console=ttyS0 panic=-1"
@@ -84,9 +88,10 @@ class GuestImage:
         """The image in root (default build/guest); ImageError if it was never built."""
         root = root or build_dir() / "guest"
         data = initramfs.Manifest(root / "manifest.json").read()
-        if data is None or not (root / "vmlinuz").exists() or not (root / "initramfs.img").exists():
+        if data is None or not all((root / name).exists() for name in ("vmlinuz", "vmlinux", "initramfs.img")):
             raise ImageError(f"no guest image in {root}: run `make guest` (plugvm-guest-image) on the host")
-        return cls(root / "vmlinuz", root / "initramfs.img", data["release"], tuple(data["modules"]))
+        return cls(root / "vmlinuz", root / "initramfs.img", data["release"], tuple(data["modules"]),
+                   vmlinux=root / "vmlinux")
 
     def quiet(self) -> "GuestImage":
         """The same guest booting with `quiet`: the kernel's boot log (about 18 kB) stays
@@ -104,11 +109,11 @@ def build(root: Path | None = None, *, force: bool = False, log=print) -> GuestI
     inputs = {
         "kernel": f"{kernel_pkg}={debian.candidate_version(kernel_pkg)}",
         "busybox": f"busybox-static={debian.candidate_version('busybox-static')}",
-        "builder": initramfs.source_digest(sys.modules[__name__], cpio, kmod, initramfs, guest_tools),
+        "builder": initramfs.source_digest(sys.modules[__name__], cpio, kmod, initramfs, guest_tools, vmlinux),
         "tools": guest_tools.digest(),
     }
     manifest = initramfs.Manifest(root / "manifest.json")
-    outputs = [root / "vmlinuz", root / "initramfs.img"]
+    outputs = [root / "vmlinuz", root / "vmlinux", root / "initramfs.img"]
     if not force and manifest.is_current(inputs, outputs):
         log(f"guest image is current: {root} ({inputs['kernel']})")
         return GuestImage.load(root)
@@ -134,6 +139,7 @@ def build(root: Path | None = None, *, force: bool = False, log=print) -> GuestI
 
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(kernel.root / "boot" / f"vmlinuz-{release}", root / "vmlinuz")
+    vmlinux.extract(root / "vmlinuz", root / "vmlinux")
     (root / "initramfs.img").write_bytes(archive.gzipped())
     manifest.write(inputs, release=release, modules=order,
                    sha256={p.name: initramfs.sha256(p) for p in outputs})

@@ -88,7 +88,11 @@ class VirtioNet(VirtioDevice):
                            f"supported yet): send one")
         self.tap = Tap(config.tap, option, config.fds[0] if config.fds else None)
         try:
-            self.tap.configure(config.ip, config.mask, config.host_mac, config.mtu)
+            # A tap that was sent is set up by its owner (Kata): as cloud-hypervisor's
+            # from_tap_fds, plugvm leaves its address alone (ip and mask: the client's
+            # defaults, 192.168.249.1, would replace the owner's).
+            ip, mask = (None, None) if config.fds else (config.ip, config.mask)
+            self.tap.configure(ip, mask, config.host_mac, config.mtu)
         except TapError:
             self.tap.close()
             raise
