@@ -127,7 +127,7 @@ def test_a_kata_sandbox_lives_its_life_on_plugvm(guest_image, tmp_path):
         info = kata.call("GET", "vm.info", timeout=1, decode=True).json()
         check_vm_info(info)
         assert info["state"] == "Created"
-        added = add_net_raw(api, {"fds": [tap], "host_mac": "", "iommu": False, "ip": "192.168.249.1",
+        added = add_net_raw(api, {"fds": [tap], "iommu": False, "ip": "192.168.249.1",
                                   "mac": GUEST_MAC, "mask": "255.255.255.0", "num_queues": 2, "queue_size": 256,
                                   "vhost_mode": "Client", "vhost_user": False}, [tap])
         assert added.status in (200, 204), added.body
@@ -151,8 +151,10 @@ def test_a_kata_sandbox_lives_its_life_on_plugvm(guest_image, tmp_path):
         cpus = kata.call("GET", "vm.info", timeout=1, decode=True).json()["config"]["cpus"]
         desired = min(cpus["boot_vcpus"] + 1, cpus["max_vcpus"])
         kata.resize_vcpus(desired)
-        assert until(guest, "[ -e /sys/devices/system/cpu/cpu1/online ] && "
-                            "[ \"$(cat /sys/devices/system/cpu/online)\" = 0-1 ]")
+        # The new CPU is present; Kata's agent onlines it, as this does.
+        assert until(guest, "[ \"$(cat /sys/devices/system/cpu/present)\" = 0-1 ]")
+        assert guest.console.run_status("echo 1 > /sys/devices/system/cpu/cpu1/online")[0] == 0
+        assert guest.console.run("cat /sys/devices/system/cpu/online") == "0-1"
         assert kata.call("GET", "vm.info", timeout=1, decode=True).json()["config"]["cpus"]["boot_vcpus"] == 2
 
         # ResizeMemory: +1 GiB, aligned to the guest's 128 MiB block, clamped to hotplug_size.
