@@ -6,7 +6,6 @@ connection; the guest sees every change, and every reply decodes into Kata's Go 
 import fcntl
 import os
 import shutil
-import socket
 import struct
 import sys
 import tempfile

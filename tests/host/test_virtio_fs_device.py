@@ -156,7 +156,7 @@ def test_a_killed_virtiofsd_breaks_the_device_and_nothing_else(machine):
     assert time.process_time() - cpu < 0.25 and t.io.call(lambda: "served") == "served"
     # Removal still releases everything, and the id can be used again.
     m.request_removal("myfs0")
-    m.devices.eject(m.devices.devices["myfs0"].slot)
+    m.devices.eject(0, m.devices.devices["myfs0"].slot)
     assert "myfs0" not in m.devices.devices
 
 

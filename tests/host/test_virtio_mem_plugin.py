@@ -13,7 +13,7 @@ from plugvm.config import ConfigError, parse_cli
 from plugvm.config.memory import MemoryConfig
 from plugvm.config.payload import PayloadConfig
 from plugvm.config.vm import VmConfig
-from plugvm.device_manager import DeviceManager
+from plugvm.device_manager import boot_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -47,8 +47,7 @@ def test_the_method_and_the_device_type_come_from_plugvm_virtio_mem(registry):
 
 def boot_types(registry, vm_config):
     # Only the registry and the VM config matter for which devices a boot builds.
-    manager = DeviceManager(None, None, None, None, registry, None, vm_config)
-    return [(t.name, c) for t, c in manager.boot_devices()]
+    return [(t.name, c) for t, c in boot_devices(registry, vm_config)]
 
 
 def test_the_command_line_asks_for_the_device_after_the_other_built_ins(registry, kernel):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from plugvm import plugins
 from plugvm.builtin.console import INPUT_LIMIT, VIRTIO_CONSOLE_F_SIZE, VirtioConsole
 from plugvm.config import parse_cli
-from plugvm.device_manager import DeviceManager
+from plugvm.device_manager import boot_devices
 from plugvm.memory import GuestMemory
 from plugvm.serial_port import ConsoleBackend, Consoles, _Stdin
 from plugvm.testing.virtq_driver import DESC, DriverQueue, RecordingContext
@@ -241,7 +241,7 @@ def test_the_console_is_created_before_the_disks(kernel_path, tmp_path, console,
     registry = plugins.load()
     vm = parse_cli(["--kernel", str(kernel_path), "--console", console, "--disk", f"path={disk}",
                     f"path={disk},readonly=on"], registry).vm
-    wanted = DeviceManager(None, None, None, None, registry, None, vm).boot_devices()
+    wanted = boot_devices(registry, vm)
     assert [device_type.name for device_type, _ in wanted] == expected
     if console != "off":        # the core's own part of the config, under ch's fixed id
         assert wanted[0][1] is vm.console and wanted[0][0].fixed_id == "__console"

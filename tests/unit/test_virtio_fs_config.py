@@ -31,7 +31,7 @@ def test_every_field_round_trips_through_json():
     ("tag=x,socket=/s,num_queues=0", ["num_queues=0"]),
     ("tag=x,socket=/s,queue_size=1000", ["queue_size=1000", "power of two"]),
     ("tag=x,socket=/s,dax=on", ["unknown key 'dax'"]),
-    ("tag=x,socket=/s,pci_segment=1", ["pci_segment=1"]),
+    ("tag=x,socket=/s,pci_segment=65536", ["pci_segment=", "out of range"]),
 ])
 def test_bad_options_name_the_field(text, words):
     with pytest.raises(ConfigError) as e:

@@ -50,7 +50,7 @@ def test_what_ch_remote_sends_is_accepted():
     ("file=p,discard_writes=maybe", "--pmem: discard_writes='maybe' is not on/off"),
     ("file=p,colour=red", "--pmem: unknown key 'colour'"),
     ("file=p,iommu=on", "--pmem: iommu=on is not supported"),
-    ("file=p,pci_segment=1", "--pmem: pci_segment=1 is not an existing PCI segment"),
+    ("file=p,pci_segment=65536", "--pmem: pci_segment='65536' is out of range"),
 ])
 def test_cli_errors_name_the_option(text, message):
     with pytest.raises(ConfigError) as e:

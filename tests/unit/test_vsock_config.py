@@ -32,7 +32,7 @@ def test_cli_and_json_round_trip(tmp_path):
     ("cid=3,socket=/tmp/nope,iommu=on", "iommu=on is not supported"),
     ("cid=3,socket=/tmp/nope,port=3", "unknown key 'port'"),
     ("cid=3,socket=/tmp/" + "x" * 200, "is too long for a unix socket"),
-    ("cid=3,socket=/tmp/nope,pci_segment=1", "pci_segment=1 is not an existing PCI segment"),
+    ("cid=3,socket=/tmp/nope,pci_segment=65536", "pci_segment='65536' is out of range"),
 ])
 def test_cli_refuses(text, message):
     with pytest.raises(ConfigError, match="^--vsock: .*" + message):
