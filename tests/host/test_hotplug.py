@@ -6,6 +6,7 @@ never ejects, so removals stay pending."""
 import json
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -76,8 +77,10 @@ class _Plugin:
         return [FROB]
 
 
-@pytest.fixture
-def machine(tmp_path):
+@contextmanager
+def frob_machine(tmp_path, frobs=(FrobConfig(),), **config):
+    """A Machine of a spinning kernel with the frob plugin and the rng, `frobs` at boot
+    and the rest of its VmConfig from `config`."""
     kernel = tmp_path / "spin.bzImage"
     kernel.write_bytes(bzimage(b"", poweroff=False))
     registry = Registry()
@@ -85,12 +88,20 @@ def machine(tmp_path):
     registry.register(type("Rng", (), {"plugvm_device_types": staticmethod(rng_types)}), "plugvm")
     kvm = Kvm()
     backend = Consoles(serial=ConsoleBackend("null"))
-    m = Machine(kvm, VmConfig(payload=PayloadConfig(kernel=kernel), devices={"frobs": (FrobConfig(),)}), backend,
-                kvm.supported_cpuid(), registry)
-    yield m
-    m.close()
-    backend.close()
-    kvm.close()
+    m = Machine(kvm, VmConfig(payload=PayloadConfig(kernel=kernel), devices={"frobs": tuple(frobs)}, **config),
+                backend, kvm.supported_cpuid(), registry)
+    try:
+        yield m
+    finally:
+        m.close()
+        backend.close()
+        kvm.close()
+
+
+@pytest.fixture
+def machine(tmp_path):
+    with frob_machine(tmp_path) as m:
+        yield m
 
 
 def mmio_read(m, addr, size=4):

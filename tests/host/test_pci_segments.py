@@ -9,39 +9,21 @@ import pytest
 
 from plugvm import layout
 from plugvm.config.platform import PlatformConfig
-from plugvm.config.payload import PayloadConfig
-from plugvm.config.vm import VmConfig
 from plugvm.devices.ged import PCI_DEVICES_CHANGED
 from plugvm.devices.pci_hotplug import B0EJ, PCID, PCIU, PSEG
-from plugvm.kvm import Kvm
-from plugvm.machine import Machine
-from plugvm.plugins import Registry
-from plugvm.serial_port import ConsoleBackend, Consoles
 from plugvm.testing.tiny_kernel import bzimage
 
 from test_api import Plugvm, vm_body
-from test_hotplug import FROB, FrobConfig, _Plugin, mmio_read, mmio_write
-from plugvm.builtin.rng import plugvm_device_types as rng_types
+from test_hotplug import FROB, FrobConfig, frob_machine, mmio_read, mmio_write
 
 VIRTIO_VENDOR = 0x1AF4
 
 
 @pytest.fixture
 def machine(tmp_path):
-    kernel = tmp_path / "spin.bzImage"
-    kernel.write_bytes(bzimage(b"", poweroff=False))
-    registry = Registry()
-    registry.register(_Plugin, "test-frob")
-    registry.register(type("Rng", (), {"plugvm_device_types": staticmethod(rng_types)}), "plugvm")
-    kvm = Kvm()
-    backend = Consoles(serial=ConsoleBackend("null"))
-    config = VmConfig(payload=PayloadConfig(kernel=kernel), platform=PlatformConfig(num_pci_segments=3),
-                      devices={"frobs": (FrobConfig(id="f1", pci_segment=1), FrobConfig(id="f0"))})
-    m = Machine(kvm, config, backend, kvm.supported_cpuid(), registry)
-    yield m
-    m.close()
-    backend.close()
-    kvm.close()
+    with frob_machine(tmp_path, (FrobConfig(id="f1", pci_segment=1), FrobConfig(id="f0")),
+                      platform=PlatformConfig(num_pci_segments=3)) as m:
+        yield m
 
 
 def ecam_vendor(m, segment: int, slot: int) -> int:
