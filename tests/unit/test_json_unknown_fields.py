@@ -115,3 +115,59 @@ def test_wrong_types_stay_errors(files, tmp_path):
     body["cpus"]["boot_vcpus"] = 1.0
     with pytest.raises(ConfigError, match="cpus: boot_vcpus=1.0 is not an integer"):
         VmConfig.from_json(body)
+
+
+def spec_schemas():
+    import yaml
+    from importlib import resources
+    text = (resources.files("plugvm.testing") / "data" / "cloud-hypervisor.yaml").read_text()
+    return yaml.safe_load(text)["components"]["schemas"]
+
+
+# Each part of ch's VmConfig, the minimal body plugvm needs, and where it goes in a VmConfig.
+PARTS = {
+    "CpusConfig": ("cpus", {"boot_vcpus": 1, "max_vcpus": 1}),
+    "MemoryConfig": ("memory", {"size": 512 << 20}),
+    "PayloadConfig": ("payload", None),                       # filled with the kernel below
+    "ConsoleConfig": ("console", {"mode": "Off"}),
+    "PlatformConfig": ("platform", {}),
+    "DiskConfig": ("disks", {"path": "/dev/null"}),
+    "NetConfig": ("net", {}),
+    "RngConfig": ("rng", {}),
+    "VsockConfig": ("vsock", None),
+    "FsConfig": ("fs", None),
+}
+
+
+def spec_fields():
+    schemas = spec_schemas()
+    for schema in sorted(PARTS) + ["VmConfig"]:
+        for name in schemas[schema]["properties"]:
+            yield schema, name
+
+
+@pytest.mark.parametrize("schema, name", list(spec_fields()))
+def test_every_field_of_the_spec_is_read(schema, name, files, tmp_path):
+    """Every property of ch's VmConfig and its parts is a field plugvm reads, not one it
+    ignores: given a value of no JSON type it could have ([[1]]), it is refused naming
+    it, so a value asking for something plugvm lacks is refused rather than dropped."""
+    kernel, image = files
+    body = {"payload": {"kernel": str(kernel)}, "memory": {"size": 512 << 20, "shared": True}}
+    key, base = PARTS.get(schema, (None, None))
+    if schema == "PayloadConfig":
+        base = {"kernel": str(kernel)}
+    elif schema == "VsockConfig":
+        base = {"cid": 3, "socket": str(tmp_path / "v.sock")}
+    elif schema == "FsConfig":
+        base = {"tag": "t", "socket": str(tmp_path / "fs.sock")}
+    part = {**(base or {}), name: [[1]]}
+    if schema == "VmConfig":
+        body[name] = [[1]]
+    elif key in ("disks", "net", "fs"):
+        body[key] = [part]
+    else:
+        body[key] = {**body.get(key, {}), **part}
+    with capture_logs() as logs, pytest.raises(ConfigError) as refused:
+        VmConfig.from_json(body)
+    assert [e["field"] for e in logs if e["event"] == "unknown JSON field ignored"] == []
+    assert name in str(refused.value) or "expected a JSON object" in str(refused.value), str(refused.value)

@@ -43,6 +43,10 @@ def parse(text: str) -> RngConfig:
 def from_json(body: object) -> RngConfig:
     j = JsonObject(body, JSON)
     config = RngConfig(src=j.path("src", DEFAULT_SOURCE), iommu=j.boolean("iommu", False))
+    # ch's RngConfig has the PCI fields too; the rng is the built-in __rng, where ch puts it.
+    j.unsupported("id", "__rng")
+    j.unsupported("pci_segment", 0)
+    j.unsupported("pci_device_id", None)
     j.close()
     return _checked(config, JSON)
 
