@@ -12,7 +12,7 @@ import time
 
 import structlog
 
-from plugvm import acpi, layout
+from plugvm import acpi, exit_stats, layout
 from plugvm.boot import reset_vector
 from plugvm.boot.cpu_state import setup_boot_vcpu
 from plugvm.boot.loader import load_kernel
@@ -92,6 +92,8 @@ class Outcome:
 
 class Machine:
     """Builds the VM; run() starts the vCPUs and returns the Outcome once they stopped."""
+
+    _counting = None            # exit_stats.CountingBus pair, with PLUGVM_EXIT_STATS=1
 
     def __init__(self, kvm, config, consoles, supported_cpuid, registry, on_outcome=None, handover=None):
         self.config = config
@@ -350,7 +352,15 @@ class Machine:
 
     def _thread(self, index: int, vcpu) -> VcpuThread:
         pinned = {a.vcpu: a.host_cpus for a in self.config.cpus.affinity or ()}
-        return VcpuThread(vcpu, self.pio, self.mmio, self.outcome, pinned.get(index))
+        return VcpuThread(vcpu, *self._buses(), self.outcome, pinned.get(index))
+
+    def _buses(self):
+        """The buses vCPU threads dispatch to: counting ones with PLUGVM_EXIT_STATS=1."""
+        if not exit_stats.enabled():
+            return self.pio, self.mmio
+        if self._counting is None:
+            self._counting = (exit_stats.CountingBus(self.pio), exit_stats.CountingBus(self.mmio))
+        return self._counting
 
     def _eject_vcpu(self, index: int) -> None:
         """The guest ejected CPU `index` (on the vCPU thread that ran _EJ0): its thread
@@ -437,6 +447,10 @@ class Machine:
     def close(self, handover: dict | None = None) -> None:
         """Release everything. For a guest reboot, `handover` collects what devices hand
         to the next boot (DeviceManager.close)."""
+        if self._counting is not None:
+            for name, bus in zip(("pio", "mmio"), self._counting):
+                bus.report(name)
+            self._counting = None
         if self.devices is not None:
             self.devices.close(handover)      # before the memory its I/O threads use goes away
             self.devices = None
