@@ -70,14 +70,46 @@ def guest_boots(runs: int) -> None:
     print(f"ratio plugvm/qemu (median): {ratio:.2f}")
 
 
+def exit_profile(quiet: bool) -> None:
+    """One more plugvm boot with PLUGVM_EXIT_STATS=1: its exits by device and the Python
+    time they took, from the log it writes at power-off (where a boot's time goes)."""
+    image = GuestImage.load()
+    image = image.quiet() if quiet else image
+    logs = Path(tempfile.mkdtemp(prefix="plugvm-bench-"))
+    log_file = logs / "exit-stats.log"
+    os.environ["PLUGVM_EXIT_STATS"] = "1"
+    try:
+        guest = Guest(plugvm_argv(image, 1, "512M", ["--log-file", str(log_file)]), image, logs, name="stats")
+        try:
+            guest.wait_ready(300)
+            seconds = guest.boot_seconds
+            guest.poweroff()
+        finally:
+            guest.kill()
+    finally:
+        del os.environ["PLUGVM_EXIT_STATS"]
+    print(f"exits of one plugvm boot ({'quiet' if quiet else 'whole boot log'}; start → GUEST-READY {seconds:.1f} s, "
+          f"then poweroff), by device, Python time first:")
+    for line in log_file.read_text().splitlines():
+        if "exit stats" in line:
+            print("  " + line.split("event='exit stats' ", 1)[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--guest-only", action="store_true", help=argparse.SUPPRESS)  # the lab half
+    parser.add_argument("--exits", action="store_true", help="only the exit profile of a boot, quiet and not")
     args = parser.parse_args()
     if args.guest_only:
+        if args.exits:
+            exit_profile(quiet=True)
+            exit_profile(quiet=False)
+            return 0
         guest_boots(args.runs)
         return 0
+    if args.exits:
+        return Lab(attempts=3).run([sys.executable, __file__, "--guest-only", "--exits"]).returncode
     host_startup(max(args.runs, 5))
     run = Lab(attempts=3).run([sys.executable, __file__, "--guest-only", "--runs", str(args.runs)])
     return run.returncode

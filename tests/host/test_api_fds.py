@@ -172,3 +172,26 @@ def test_no_fds_where_none_are_sent(vmm):
     assert status == 204
     (net,) = vmm.get("vm.info").json()["config"]["net"]
     assert "fds" not in net
+
+
+def test_a_request_cannot_bring_more_than_16_fds(vmm):
+    # Its head a piece at a time, each piece with 8 fds: the 17th on are closed at once.
+    pid = vmm.proc.pid
+    before = open_fds(pid)
+    read, write = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(vmm.socket))
+            for piece in (b"PUT /api/v1/vm.pa", b"use HTTP/1.1\r\n", b"Host: localhost\r\n"):
+                socket.send_fds(s, [piece], [read] * 8)
+                time.sleep(0.2)
+            pipes = sum(t.startswith("pipe:") for t in before.values())       # plugvm's own
+            held = settled(lambda: sum(t.startswith("pipe:") for t in open_fds(pid).values()) - pipes, 16)
+            assert held == 16
+            s.sendall(b"Content-Length: 0\r\n\r\n")
+            s.settimeout(10)
+            assert s.recv(100).startswith(b"HTTP/1.1 ")
+        assert settled(lambda: open_fds(pid), before) == before
+    finally:
+        os.close(read)
+        os.close(write)

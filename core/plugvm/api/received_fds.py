@@ -16,6 +16,9 @@ import structlog
 log = structlog.get_logger(__name__)
 ENVIRON_KEY = "plugvm.received_fds"
 MAX_PER_MESSAGE = 16         # fds taken from one recvmsg; the kernel closes any beyond (MSG_CTRUNC)
+# fds one request may bring in all: a client that sends its request a byte at a time,
+# each with fds, cannot fill the VMM's fd table (those past this are closed at once).
+MAX_PER_REQUEST = 16
 
 
 class ReceivedFds:
@@ -33,7 +36,14 @@ class ReceivedFds:
 
     def add(self, fds: list[int]) -> None:
         with self._lock:
-            self._fds.extend(fds)
+            room = max(MAX_PER_REQUEST - len(self._fds), 0)
+            self._fds.extend(fds[:room])
+            refused = fds[room:]
+        for fd in refused:
+            os.close(fd)
+        if refused:
+            log.warning("a request sent more fds than plugvm takes; the rest were closed",
+                        taken=MAX_PER_REQUEST, closed=len(refused))
 
     def keep(self, fds) -> None:
         """These fds are the VMM's now (a device config holds them): not closed with the request."""
