@@ -1,6 +1,6 @@
-"""DeviceTypeTests: the plugin registers beside every installed plugin, its hookimpls
-all match plugvm hooks, and its DeviceType is well formed and agrees with the
-capabilities the author declared."""
+"""DeviceTypeTests: the plugin registers beside every installed plugin (the core refuses
+a hook implementation that matches no hook, marked or not, naming it), and its
+DeviceType is well formed and agrees with the capabilities the author declared."""
 
 from __future__ import annotations
 
@@ -29,15 +29,6 @@ class DeviceTypeTests:
         assert found is not None and found.distribution == plugin_distribution, (
             f"plugin {plugin_distribution!r} provides no device type named {device_type_name!r}; its "
             f"plugvm_device_types() gives {[t.name for t in registry.types.values() if t.distribution == plugin_distribution]}")
-
-    def test_hookimpls_all_match_plugvm_hooks(self, plugin, plugin_distribution):
-        unmatched = [hook for hook in dir(plugin) if hook.startswith("plugvm_")
-                     and getattr(getattr(plugin, hook), "plugvm_impl", None) is None
-                     and callable(getattr(plugin, hook)) and not isinstance(plugin, type)]
-        # A function named like a hook without @hookimpl is never called through pluggy
-        # (the memory hook, plugvm_memory_added, would silently not run).
-        assert not unmatched, (f"plugin {plugin_distribution!r}: {', '.join(unmatched)} not marked "
-                               f"@plugvm.hookspecs.hookimpl")
 
     def test_is_well_formed(self, device_type: DeviceType):
         t, name = device_type, repr(device_type.name)
