@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml examples/*/pyprojec
 	$(BIN)/pip install --quiet -e '.[test]' $(foreach d,$(DISTS),-e $(d))
 	touch $@
 
+# Bytecode for every in-tree module, each time (a second): editable installs leave none,
+# and with PYTHONDONTWRITEBYTECODE set (as on our machines and in the lab's L1) Python
+# would compile each module again at every start (about a quarter of plugvm's start-up).
 install: $(STAMP)
+	$(BIN)/python -m compileall -q core plugins remote examples >/dev/null
 
 guest: install
 	$(BIN)/plugvm-guest-image

@@ -6,14 +6,13 @@ from __future__ import annotations
 import signal
 import sys
 
-import structlog
-
 from plugvm import logs, plugins
 from plugvm.config import parse_cli
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 from plugvm.vmm import Vmm
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:

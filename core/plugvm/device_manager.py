@@ -15,17 +15,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-import structlog
-
 from plugvm.config.errors import ConfigError
 from plugvm.device_config import PCI_SLOTS
 from plugvm.errors import PlugvmError
 from plugvm.bus import BusError
+from plugvm.logs import get_logger
 from plugvm.pci.allocator import AllocationError
 from plugvm.pci.segment import PciSegment, SlotError
 from plugvm.virtio.pci_transport import BAR0_SIZE, VirtioPciDevice
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 VIRTIO_BAR_ALIGNMENT = 8 << 20      # cloud-hypervisor aligns virtio BAR0 (512 KiB) to 8 MiB
 
 

@@ -46,13 +46,12 @@ from __future__ import annotations
 import mmap
 import threading
 
-import structlog
-
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 from plugvm.memory import MAP_NORESERVE
 from plugvm.pci.allocator import AllocationError
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 ALIGNMENT = 2 << 20         # cloud-hypervisor's: a range can be backed by 2 MiB huge pages
 
 

@@ -13,9 +13,9 @@ import threading
 import time
 from collections import defaultdict
 
-import structlog
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 ENV = "PLUGVM_EXIT_STATS"
 
 

@@ -10,8 +10,6 @@ import os
 import threading
 import time
 
-import structlog
-
 from plugvm import acpi, exit_stats, layout
 from plugvm.boot import reset_vector
 from plugvm.boot.cpu_state import setup_boot_vcpu
@@ -35,13 +33,14 @@ from plugvm.device_memory import DeviceMemory
 from plugvm.errors import PlugvmError
 from plugvm.interrupts import InterruptRouter
 from plugvm.kvm import KvmError
+from plugvm.logs import get_logger
 from plugvm.memory import Backing, GuestMemory
 from plugvm.memory_hotplug import MemoryHotplugEnv
 from plugvm.memory_slots import MemorySlots
 from plugvm.pci.segment import PciSegment, segment_windows
 from plugvm.vcpu_thread import VcpuThread
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 FPU_CONTROL_WORD = 0x37F     # the x87 default after FNINIT
 MXCSR_DEFAULT = 0x1F80       # all SSE exceptions masked
 

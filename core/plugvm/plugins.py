@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 import pluggy
-import structlog
-
 from plugvm import hookspecs
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ENTRY_POINT_GROUP = "plugvm"
 # Entry-point names (comma-separated) that load() leaves out, as tox's TOX_DISABLE_PLUGINS.

@@ -19,12 +19,11 @@ import threading
 import tty
 from pathlib import Path
 
-import structlog
-
 from plugvm.config.console import DOUBLE_TTY
 from plugvm.host_files import open_path
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 IOV_MAX = 1024
 
 

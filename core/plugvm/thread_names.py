@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import threading
 
-import structlog
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 TASK_COMM_LEN = 16          # including the NUL: the kernel keeps 15 bytes
 
 

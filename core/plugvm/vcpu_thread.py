@@ -11,12 +11,11 @@ import signal
 import threading
 from pathlib import Path
 
-import structlog
-
 from plugvm.kvm import exits
+from plugvm.logs import get_logger
 from plugvm.thread_names import name_this_thread
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 KICK_SIGNAL = signal.SIGUSR1   # interrupts a vCPU's KVM_RUN; its handler does nothing
 
 

@@ -17,20 +17,19 @@ import time
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
-import structlog
-
 from plugvm import __version__, plugins
 from plugvm.cpu import core_scheduling
 from plugvm.config.errors import ConfigError
 from plugvm.device_manager import RemovalNotAllowedError, RemovalPendingError, UnknownDeviceError, check_slots
 from plugvm.errors import PlugvmError
 from plugvm.kvm import Kvm
+from plugvm.logs import get_logger
 from plugvm.machine import CpuRemovalPending, Machine
 from plugvm.memory_hotplug import ResizeRefused
 from plugvm.serial_port import Consoles
 from plugvm.vcpu_thread import KICK_SIGNAL
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class VmmError(PlugvmError, RuntimeError):
@@ -85,6 +84,10 @@ class Vmm:
     def __init__(self, config=None, registry=None):
         self._config = None
         self.config = config
+        self._given_up_front = config is not None     # run() boots it (the command line's VM)
+        if threading.current_thread() is threading.main_thread():
+            # Before any API thread can boot a VM whose vCPUs get kicked (run() sets it too).
+            signal.signal(KICK_SIGNAL, lambda signum, frame: None)
         self.registry = registry if registry is not None else plugins.load()
         self.machine: Machine | None = None
         self.state: VmState | None = VmState.CREATED if config is not None else None
@@ -122,11 +125,12 @@ class Vmm:
         Must be called in the main thread. With boot, a config given up front is booted."""
         # The kick signal only needs to interrupt KVM_RUN; Python's handler is a no-op.
         signal.signal(KICK_SIGNAL, lambda signum, frame: None)
-        self.kvm = Kvm()
         try:
-            self._supported = self.kvm.supported_cpuid()
-            if boot and self.config is not None:
-                with self.lock:
+            with self.lock:
+                # The API may have created (and booted) a VM already: only the config
+                # given up front, still unbooted, is this call's to boot.
+                self._open_kvm()
+                if boot and self._given_up_front and self.machine is None and self.state is VmState.CREATED:
                     self._boot()
             while True:
                 self._wake.wait(0.5)
@@ -146,7 +150,16 @@ class Vmm:
             with self.lock:
                 self._teardown("exit")
                 self._consoles.close()
-            self.kvm.close()
+                if self.kvm is not None:
+                    self.kvm.close()
+                    self.kvm = None
+
+    def _open_kvm(self) -> None:
+        """/dev/kvm and what it supports, once: by run(), or by the first boot an API
+        thread asks for before run() got here."""
+        if self.kvm is None:
+            self.kvm = Kvm()
+            self._supported = self.kvm.supported_cpuid()
 
     def _guest_event(self, outcome) -> None:
         kind = outcome.kind
@@ -188,6 +201,7 @@ class Vmm:
             # start, which then inherit the cookie. Once: a new cookie per boot would
             # split the threads that stay (the I/O threads of the API, the consoles).
             self._core_scheduled = core_scheduling.share_one_cookie()
+        self._open_kvm()
         config = self.config
         self.registry.notify("plugvm_vm_booting", vm_config=config, boot=self.boots + 1)
         try:

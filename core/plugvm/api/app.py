@@ -12,17 +12,16 @@ import json
 import time
 
 import falcon
-import structlog
-
 from plugvm.api import json_body
 from plugvm.api.received_fds import ENVIRON_KEY, ReceivedFds
 from plugvm.config import ConfigError
 from plugvm.config.errors import DuplicateIdError, Where
 from plugvm.config.json_fields import JsonObject
 from plugvm.config.vm import VmConfig
+from plugvm.logs import get_logger
 from plugvm.vmm import LifecycleError, held_fds
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 PREFIX = "/api/v1/"
 MAX_BODY = 4 << 20            # HTTP_PAYLOAD_MAX_SIZE
 STATUS = {"VmNotCreated": 404, "NoDeviceToRemove": 404, "UnknownDeviceId": 404, "IdentifierNotUnique": 409,

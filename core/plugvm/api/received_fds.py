@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import threading
 
-import structlog
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 ENVIRON_KEY = "plugvm.received_fds"
 MAX_PER_MESSAGE = 16         # fds taken from one recvmsg; the kernel closes any beyond (MSG_CTRUNC)
 # fds one request may bring in all: a client that sends its request a byte at a time,

@@ -17,7 +17,6 @@ import socket
 import stat
 import threading
 
-import structlog
 import waitress
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
@@ -28,8 +27,9 @@ from waitress.wasyncore import _DISCONNECTED
 from plugvm.api.app import MAX_BODY
 from plugvm.api.received_fds import ENVIRON_KEY, MAX_PER_MESSAGE, ReceivedFds
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 # Bodies over MAX_BODY get the API's own 400; waitress's 413 only stops what is far larger,
 # before it would buffer it.
 WAITRESS_BODY_LIMIT = 4 * MAX_BODY

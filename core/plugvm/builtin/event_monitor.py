@@ -22,11 +22,10 @@ import os
 import threading
 import time
 
-import structlog
-
 from plugvm.hookspecs import hookimpl
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class EventMonitor:

@@ -7,18 +7,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from plugvm.config.errors import Where
 from plugvm.config.json_fields import JsonObject
 from plugvm.config.options import Options
 from plugvm.errors import PlugvmError
 from plugvm.hookspecs import hookimpl
 from plugvm.host_files import HostFileError, open_path
+from plugvm.logs import get_logger
 from plugvm.plugins import DeviceType
 from plugvm.virtio.device import VirtioDevice
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 DEFAULT_SOURCE = Path("/dev/urandom")
 QUEUE_SIZE = 256
 CLI = Where("--rng")

@@ -10,12 +10,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-import structlog
-
 from plugvm.config.errors import Where
+from plugvm.logs import get_logger
 
 E = TypeVar("E", bound="ChEnum")
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # The unknown fields warned about, each once per process. Bounded: a client sending a new
 # name in every request gets warnings for the first ones only, not a growing set.

@@ -11,9 +11,9 @@ import ctypes
 import errno
 import os
 
-import structlog
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 PR_SCHED_CORE = 62
 PR_SCHED_CORE_GET, PR_SCHED_CORE_CREATE = 0, 1
 PIDTYPE_PID, PIDTYPE_TGID = 0, 1

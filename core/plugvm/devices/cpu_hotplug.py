@@ -19,9 +19,9 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-import structlog
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 REGISTERS_SIZE = 0xC              # CPU_MANAGER_ACPI_SIZE
 SELECTOR, STATUS = 0x0, 0x4

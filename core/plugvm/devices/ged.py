@@ -12,11 +12,10 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-import structlog
-
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 GED_SIZE = 1       # GED_DEVICE_ACPI_SIZE
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm.pci.segment import SLOTS
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 REGISTERS_SIZE = 0x10             # DEVICE_MANAGER_ACPI_SIZE
 PCIU, PCID, B0EJ, PSEG = 0x0, 0x4, 0x8, 0xC

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm.vhost_user import protocol
 from plugvm.vhost_user.connection import Connection, connect_socket
 from plugvm.vhost_user.errors import BackendGone, BackendLimitError, BackendNack, ReplyError
 from plugvm.vhost_user.memory_table import SharedRegion
 from plugvm.vhost_user.protocol import F_PROTOCOL_FEATURES, ProtocolFeature, Request
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # What this frontend implements of the protocol extensions; a backend's offer is cut to it.
 SUPPORTED_PROTOCOL_FEATURES = (ProtocolFeature.MQ.mask | ProtocolFeature.REPLY_ACK.mask

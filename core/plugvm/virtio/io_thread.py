@@ -9,11 +9,10 @@ import select
 import threading
 from collections.abc import Callable
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm.thread_names import name_this_thread
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class IoThread:

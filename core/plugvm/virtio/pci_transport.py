@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import threading
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm.pci.config_space import PciConfigSpace
 from plugvm.pci.msix import Msix
 from plugvm.virtio import common_config as cc
@@ -23,7 +22,7 @@ from plugvm.virtio.device import (VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VI
 from plugvm.virtio.io_thread import IoThread
 from plugvm.virtio.queue import SplitQueue, VirtqueueError
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 VENDOR_ID = 0x1AF4
 DEVICE_ID_BASE = 0x1040

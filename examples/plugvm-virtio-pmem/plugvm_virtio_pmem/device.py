@@ -12,15 +12,14 @@ from __future__ import annotations
 import os
 import struct
 
-import structlog
-
 from plugvm.errors import PlugvmError
 from plugvm.host_files import HostFileError, open_path
+from plugvm.logs import get_logger
 from plugvm.virtio.device import VirtioDevice
 
 from plugvm_virtio_pmem.config import ALIGNMENT, PmemConfig
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEVICE_TYPE = 27             # virtio 1.2 §5: pmem
 QUEUE_SIZE = 256             # cloud-hypervisor's QUEUE_SIZE

@@ -8,16 +8,15 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-import structlog
-
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 from plugvm.memory_hotplug import (MEMORY_BLOCK, MemoryHotplug, MemoryHotplugEnv, MemoryHotplugError,
                                    MemoryHotplugMethod, ResizeRefused, Resized, window_start)
 
 from plugvm_acpi_mem.aml import memory_hotplug_aml
 from plugvm_acpi_mem.registers import REGISTERS_SIZE, SLOTS, MemoryHotplugRegisters
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class AcpiMemoryMethod(MemoryHotplugMethod):

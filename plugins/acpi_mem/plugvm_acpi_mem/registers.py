@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import threading
 
-import structlog
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 REGISTERS_SIZE = 0x18             # MEMORY_MANAGER_ACPI_SIZE
 SLOTS = 8                         # HOTPLUG_COUNT: hot-adds per boot

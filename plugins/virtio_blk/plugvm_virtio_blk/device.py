@@ -7,13 +7,12 @@ import fcntl
 import os
 import struct
 
-import structlog
-
 from plugvm.errors import PlugvmError
 from plugvm.host_files import HostFileError, open_path
+from plugvm.logs import get_logger
 from plugvm.virtio.device import VirtioDevice
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SECTOR = 512
 VIRTIO_BLK_F_SEG_MAX = 1 << 2

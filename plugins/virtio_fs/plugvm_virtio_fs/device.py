@@ -21,9 +21,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-import structlog
-
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 from plugvm.vhost_user import (F_PROTOCOL_FEATURES, Frontend, MemoryTable, Negotiation, VhostUserError, VringConfig)
 from plugvm.virtio.device import VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, DeviceError, VirtioDevice
 from plugvm.virtio.queue import VirtqueueError
@@ -31,7 +30,7 @@ from plugvm.virtio.queue import VirtqueueError
 from plugvm_virtio_fs.config import TAG_MAX, FsConfig
 from plugvm_virtio_fs.takeover import Takeover
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 DEVICE_TYPE = 26
 BOOT_CONNECT_TIMEOUT = 60.0       # cloud-hypervisor's: every 100 ms for up to a minute
 HOTPLUG_CONNECT_TIMEOUT = 3.0     # an API request holds the VMM: a socket nobody serves fails soon

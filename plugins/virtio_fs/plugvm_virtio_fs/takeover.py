@@ -19,11 +19,10 @@ import errno
 import struct
 from collections import Counter
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm.virtio.queue import SplitQueue, VirtqueueError
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 IN_HEADER = struct.Struct("<IIQ")          # fuse_in_header's len, opcode, unique (40 bytes in all)
 IN_HEADER_SIZE = 40
 OUT_HEADER = struct.Struct("<IiQ")         # fuse_out_header: len, error, unique

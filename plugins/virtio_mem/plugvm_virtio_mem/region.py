@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import threading
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm_virtio_mem.blocks import BLOCK_SIZE, PLUGGED, UNPLUGGED, Blocks
 from plugvm_virtio_mem.requests import (ACK, CONFIG, ERROR, NACK, PLUG, STATE, UNPLUG, UNPLUG_ALL,
                                         Request)
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class VirtioMemRegion:

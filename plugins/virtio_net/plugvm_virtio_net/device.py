@@ -9,15 +9,14 @@ import errno
 import os
 import struct
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm.virtio.device import DeviceError, VirtioDevice
 
 from plugvm_virtio_net.config import NetConfig
 from plugvm_virtio_net.tap import (TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO, VNET_HDR_SIZE, Tap,
                                    TapError)
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Feature bits (virtio 1.2 §5.1.3).
 F_CSUM = 1 << 0

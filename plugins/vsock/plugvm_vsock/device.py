@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import struct
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm.virtio.device import VirtioDevice
 
 from plugvm_vsock.config import VsockConfig
@@ -21,7 +20,7 @@ from plugvm_vsock.listener import Listener
 from plugvm_vsock.muxer import Muxer
 from plugvm_vsock.poller import Poller
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 DEVICE_TYPE = 19
 RX, TX, EVENT = 0, 1, 2
 QUEUE_SIZE = 256                # cloud-hypervisor's, for each of the three

@@ -16,8 +16,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm_vsock.connection import BUF_ALLOC, Connection, State
 from plugvm_vsock.packet import (HEADER_SIZE, HOST_CID, MAX_PAYLOAD, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE,
                                  OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, OPS, SHUTDOWN_RCV,
@@ -25,7 +24,7 @@ from plugvm_vsock.packet import (HEADER_SIZE, HOST_CID, MAX_PAYLOAD, OP_CREDIT_R
                                  read_packet, span, write_header)
 from plugvm_vsock.poller import IN, OUT, Poller
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 # What a guest's packets cause is logged at debug only (and counted): a guest must not
 # be able to flood the VMM's log.
 

@@ -12,11 +12,10 @@ import os
 import socket
 from pathlib import Path
 
-import structlog
-
 from plugvm.errors import PlugvmError
+from plugvm.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 BACKLOG = 128
 
 

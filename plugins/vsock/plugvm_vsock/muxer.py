@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 import socket
 
-import structlog
-
+from plugvm.logs import get_logger
 from plugvm_vsock.engine import MAX_CONNECTIONS, Engine
 from plugvm_vsock.listener import Listener
 from plugvm_vsock.poller import IN, Poller
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 MAX_LINE = 64                   # "CONNECT 4294967295\n" is 19 bytes
 ACCEPTS_PER_EVENT = 64          # then other fds get their turn; the listener stays readable
 _CONNECT = re.compile(rb"connect ([0-9]{1,10})\n", re.IGNORECASE)
