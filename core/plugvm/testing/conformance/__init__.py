@@ -58,8 +58,9 @@ plugvm.testing.conformance.fixtures):
                       chains reach the device's data path
     memory_config, vm_config, device_env
                       the VM a device is built for (device_env has guest_ranges)
-    plugin_distribution, plugin_version
-                      taken from the installed entry point that loads `plugin`
+    plugin_entry_point, plugin_distribution, plugin_version
+                      the installed entry point that loads `plugin`, and its
+                      distribution's name and version
 """
 
 from __future__ import annotations

@@ -17,18 +17,16 @@ class DeviceTypeTests:
     """The DeviceType is well formed and does not clash."""
 
     def test_registers_beside_the_installed_plugins(self, plugin, plugin_distribution, plugin_version,
-                                                    device_type_name):
+                                                    plugin_entry_point, device_type_name):
         # Built here rather than through the fixture, so a clash or a hookimpl typo is this
         # test's failure with the core's message, not an error in setup.
         try:
-            registry = conformance_registry.build(plugin, plugin_distribution, plugin_version)
+            registry = conformance_registry.build(plugin, plugin_distribution, plugin_version, plugin_entry_point)
         except PluginError as e:
             pytest.fail(f"plugin {plugin_distribution!r} cannot be registered beside the installed plugins: {e}",
                         pytrace=False)
-        found = registry.types.get(device_type_name)
-        assert found is not None and found.distribution == plugin_distribution, (
-            f"plugin {plugin_distribution!r} provides no device type named {device_type_name!r}; its "
-            f"plugvm_device_types() gives {[t.name for t in registry.types.values() if t.distribution == plugin_distribution]}")
+        conformance_registry.provided(registry.types, device_type_name, plugin_distribution, "device type",
+                                      "plugvm_device_types")
 
     def test_is_well_formed(self, device_type: DeviceType):
         t, name = device_type, repr(device_type.name)

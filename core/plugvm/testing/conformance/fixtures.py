@@ -97,15 +97,21 @@ def guest_driver() -> str:
 
 
 @pytest.fixture
-def plugin_distribution(plugin) -> str:
-    entry_point = conformance_registry_module.entry_point_of(plugin)
-    return entry_point.dist.name if entry_point is not None and entry_point.dist else "conformance-test-plugin"
+def plugin_entry_point(plugin):
+    """The installed entry point that loads `plugin` (None for one that is not installed)."""
+    return conformance_registry_module.entry_point_of(plugin)
 
 
 @pytest.fixture
-def plugin_version(plugin) -> str:
-    entry_point = conformance_registry_module.entry_point_of(plugin)
-    return entry_point.dist.version if entry_point is not None and entry_point.dist else "0"
+def plugin_distribution(plugin_entry_point) -> str:
+    dist = plugin_entry_point.dist if plugin_entry_point is not None else None
+    return dist.name if dist else "conformance-test-plugin"
+
+
+@pytest.fixture
+def plugin_version(plugin_entry_point) -> str:
+    dist = plugin_entry_point.dist if plugin_entry_point is not None else None
+    return dist.version if dist else "0"
 
 
 # --- derived -------------------------------------------------------------------------------
@@ -138,18 +144,14 @@ def device_env(vm_config, device_type_name):
 
 
 @pytest.fixture
-def conformance_registry(plugin, plugin_distribution, plugin_version):
-    return conformance_registry_module.build(plugin, plugin_distribution, plugin_version)
+def conformance_registry(plugin, plugin_distribution, plugin_version, plugin_entry_point):
+    return conformance_registry_module.build(plugin, plugin_distribution, plugin_version, plugin_entry_point)
 
 
 @pytest.fixture
 def device_type(conformance_registry, device_type_name, plugin_distribution):
-    found = conformance_registry.types.get(device_type_name)
-    if found is None or found.distribution != plugin_distribution:
-        pytest.fail(f"plugin {plugin_distribution!r} provides no device type named {device_type_name!r} (its "
-                    f"plugvm_device_types() gives "
-                    f"{sorted(t.name for t in conformance_registry.types.values() if t.distribution == plugin_distribution)})")
-    return found
+    return conformance_registry_module.provided(conformance_registry.types, device_type_name, plugin_distribution,
+                                                "device type", "plugvm_device_types")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from plugvm.config.errors import ConfigError, Where
 from plugvm.config.memory import MemoryConfig
 from plugvm.memory_hotplug import MEMORY_BLOCK, MemoryHotplugMethod, ResizeRefused, Resized
+from plugvm.testing.conformance import registry as conformance_registry_module
 from plugvm.testing.conformance.fixtures import machine_of
 from plugvm.testing.conformance.resources import Resources
 
@@ -60,12 +61,9 @@ class MemoryMethodTests:
 
     @pytest.fixture
     def method(self, conformance_registry, memory_method_name, plugin_distribution) -> MemoryHotplugMethod:
-        found = conformance_registry.memory_methods.get(memory_method_name)
-        if found is None or found.distribution != plugin_distribution:
-            pytest.fail(f"plugin {plugin_distribution!r} provides no memory-hotplug method named "
-                        f"{memory_method_name!r} (its plugvm_memory_hotplug_methods() gives "
-                        f"{sorted(n for n, m in conformance_registry.memory_methods.items() if m.distribution == plugin_distribution)})")
-        return found
+        return conformance_registry_module.provided(conformance_registry.memory_methods, memory_method_name,
+                                                    plugin_distribution, "memory-hotplug method",
+                                                    "plugvm_memory_hotplug_methods")
 
     def test_is_well_formed(self, method, memory_method_name):
         name = repr(memory_method_name)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
+import pytest
+
 from plugvm import plugins
 from plugvm.plugins import Registry
 
@@ -20,12 +22,23 @@ def entry_point_of(plugin) -> metadata.EntryPoint | None:
     return None
 
 
-def build(plugin, distribution: str, version: str = "") -> Registry:
-    """The installed plugins less `plugin`'s own entry point, then `plugin`. Raises
-    PluginError (from the core) on a clash or an unmatched hookimpl."""
-    own = entry_point_of(plugin)
+def build(plugin, distribution: str, version: str = "", own: metadata.EntryPoint | None = None) -> Registry:
+    """The installed plugins less `plugin`'s own entry point (`own`, entry_point_of()),
+    then `plugin`. Raises PluginError (from the core) on a clash or an unmatched hookimpl."""
     registry = plugins.load(skip=lambda entry_point: own is not None and entry_point.value == own.value)
     registry.register(plugin, distribution, version)
     registry.plugins.append((distribution, version, own.name if own is not None else distribution))
     registry.check_pending()
     return registry
+
+
+def provided(found: dict, name: str, distribution: str, what: str, hook: str):
+    """The `name` entry of a registry's `found` (its types or memory_methods) when the
+    plugin under test (`distribution`) provides it; else the test fails, naming what
+    that plugin's `hook` does give."""
+    entry = found.get(name)
+    if entry is None or entry.distribution != distribution:
+        given = sorted(key for key, item in found.items() if item.distribution == distribution)
+        pytest.fail(f"plugin {distribution!r} provides no {what} named {name!r} (its {hook}() gives {given})",
+                    pytrace=False)
+    return entry
