@@ -104,6 +104,17 @@ def boot_devices(registry, vm_config) -> list[tuple[object, object]]:
     return wanted
 
 
+def pci_segment_of(config) -> int:
+    """The segment a device's config asks for: its pci_segment, 0 without one."""
+    return getattr(config, "pci_segment", 0) or 0
+
+
+def no_such_segment(name: str, index: int, segments: int) -> str:
+    """The error for a device on segment `index` of a VM with `segments` (named `name`)."""
+    return (f"{name}: pci_segment={index} does not exist: the VM has {segments} PCI "
+            f"segment{'s' if segments > 1 else ''} (platform num_pci_segments)")
+
+
 def check_slots(registry, vm_config, where: str = "VmConfig") -> None:
     """ConfigError unless the config's boot devices, defaults and built-ins counted, name
     segments the VM has and fit their slots (31 on segment 0, whose slot 0 is the host
@@ -112,12 +123,11 @@ def check_slots(registry, vm_config, where: str = "VmConfig") -> None:
     segments = vm_config.platform.num_pci_segments
     per_segment: dict[int, int] = {}
     for device_type, config in boot_devices(registry, vm_config):
-        index = getattr(config, "pci_segment", 0) or 0
+        index = pci_segment_of(config)
         if index >= segments:
             # Named as the user wrote it: the option on the command line, the field in JSON.
             name = device_type.cli_option if where == "plugvm" else device_type.config_key
-            raise ConfigError(f"{name}: pci_segment={index} does not exist: the VM has {segments} PCI "
-                              f"segment{'s' if segments > 1 else ''} (platform num_pci_segments)")
+            raise ConfigError(no_such_segment(name, index, segments))
         per_segment[index] = per_segment.get(index, 0) + 1
     for index, count in sorted(per_segment.items()):
         room = PCI_SLOTS - (1 if index == 0 else 0)
@@ -134,7 +144,6 @@ class DeviceManager:
         self.device_memory = device_memory      # plugvm.device_memory.DeviceMemory (None: devices own no ranges)
         self.registry = registry
         self.segments: list[PciSegment] = [segments] if isinstance(segments, PciSegment) else list(segments)
-        self.segment = self.segments[0]
         self.vm_config = vm_config
         self.consoles = consoles
         self.memory_hotplug = memory_hotplug
@@ -339,12 +348,10 @@ class DeviceManager:
         return f"{segment_id:04x}:00:{slot:02x}.0"
 
     def _segment_of(self, device_type, config) -> PciSegment:
-        """The segment a device's config asks for (its pci_segment; 0 without one)."""
-        index = getattr(config, "pci_segment", 0) or 0
+        """The PciSegment a device's config asks for; DeviceError for one the VM lacks."""
+        index = pci_segment_of(config)
         if not 0 <= index < len(self.segments):
-            raise DeviceError(f"{device_type.cli_option}: pci_segment={index} does not exist: the VM has "
-                              f"{len(self.segments)} PCI segment{'s' if len(self.segments) > 1 else ''} "
-                              f"(--platform num_pci_segments)")
+            raise DeviceError(no_such_segment(device_type.cli_option, index, len(self.segments)))
         return self.segments[index]
 
     def close(self, handover: dict | None = None) -> None:
