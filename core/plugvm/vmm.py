@@ -80,14 +80,19 @@ def held_fds(config) -> set[int]:
     return held
 
 
+def _ignore_kicks() -> None:
+    """The kick signal only needs to interrupt KVM_RUN: its handler does nothing (the
+    default would end the process). Only the main thread may set it."""
+    signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+
+
 class Vmm:
     def __init__(self, config=None, registry=None):
         self._config = None
         self.config = config
         self._given_up_front = config is not None     # run() boots it (the command line's VM)
         if threading.current_thread() is threading.main_thread():
-            # Before any API thread can boot a VM whose vCPUs get kicked (run() sets it too).
-            signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+            _ignore_kicks()         # before any API thread can boot a VM whose vCPUs get kicked
         self.registry = registry if registry is not None else plugins.load()
         self.machine: Machine | None = None
         self.state: VmState | None = VmState.CREATED if config is not None else None
@@ -123,8 +128,7 @@ class Vmm:
     def run(self, boot: bool = True) -> int:
         """Run until the guest powers off (0), vmm.shutdown (0) or a failure (VmmError).
         Must be called in the main thread. With boot, a config given up front is booted."""
-        # The kick signal only needs to interrupt KVM_RUN; Python's handler is a no-op.
-        signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+        _ignore_kicks()
         try:
             with self.lock:
                 # The API may have created (and booted) a VM already: only the config

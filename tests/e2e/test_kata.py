@@ -18,6 +18,7 @@ from kata_client import (KataClient, KataError, add_net_raw, check_pci_device_in
 from test_virtio_fs import Virtiofsd, mount
 from test_vsock import hello
 
+from plugvm.testing.conformance.guest import until
 from plugvm.testing.guest import Guest
 from plugvm.testing.threads import vcpu_threads
 
@@ -89,12 +90,6 @@ def wait_running(pid: int, path: Path, seconds: float = 10.0) -> KataClient:
             client.close()
         assert time.monotonic() < deadline, "plugvm did not answer vmm.ping within Kata's 10 s"
         time.sleep(0.01)
-
-
-def until(guest, test, seconds=20):
-    loops = int(seconds * 10)
-    return guest.console.run_status(f"i=0; until {test}; do i=$((i+1)); [ $i -ge {loops} ] && break; sleep 0.1; "
-                                    f"done; {test}", timeout=seconds + 30)[0] == 0
 
 
 def mem_total_kb(guest) -> int:

@@ -10,6 +10,7 @@ import plugvm_virtio_pmem
 from plugvm.testing.conformance import GuestTests
 from plugvm.testing.conformance import api as call_api
 from plugvm.testing.conformance import capabilities as caps
+from plugvm.testing.conformance.guest import until
 
 MiB = 1 << 20
 PATTERN = b"written by the guest through /dev/pmem0!" * 4
@@ -45,7 +46,7 @@ class TestPmemHotplug(GuestTests):
 
     def exercise(self, guest, answer, api_socket):
         run = guest.console.run
-        assert self._until(guest, "[ -e /sys/block/pmem0 ]")
+        assert until(guest, "[ -e /sys/block/pmem0 ]", 10)
         assert run("cat /sys/block/pmem0/size") == str(128 * MiB // 512)
         status, info = call_api(api_socket, "GET", "vm.info")
         (resource,) = info["device_tree"][answer["id"]]["resources"]
@@ -57,9 +58,3 @@ class TestPmemHotplug(GuestTests):
         with open(self.backing, "rb") as f:
             f.seek(MiB)
             assert f.read(len(PATTERN)) == PATTERN
-
-    @staticmethod
-    def _until(guest, test, seconds=10):
-        loops = int(seconds * 10)
-        return guest.console.run_status(f"i=0; until {test}; do i=$((i+1)); [ $i -ge {loops} ] && break; "
-                                        f"sleep 0.1; done; {test}", timeout=seconds + 30)[0] == 0

@@ -46,7 +46,8 @@ def api(path, method: str, verb: str, body=None, timeout: float = 60.0) -> tuple
         connection.close()
 
 
-def _until(guest, test: str, seconds: float) -> bool:
+def until(guest, test: str, seconds: float = 20) -> bool:
+    """Whether the shell test `test` holds in the guest within `seconds` (polled every 0.1 s)."""
     loops = int(seconds * 10)
     status, _ = guest.console.run_status(f"i=0; until {test}; do i=$((i+1)); [ $i -ge {loops} ] && break; "
                                         f"sleep 0.1; done; {test}", timeout=seconds + 30)
@@ -91,7 +92,7 @@ class GuestTests:
         sysfs = f"/sys/bus/pci/devices/{bdf}"
         # The virtio-pci transport binds first; the device's own driver then binds its virtio device.
         bound = f"[ \"$(basename \"$(readlink {sysfs}/virtio*/driver)\")\" = {guest_driver} ]"
-        assert _until(guest, bound, 20), (
+        assert until(guest, bound, 20), (
             f"device {name}: the guest did not bind {guest_driver!r} to {bdf} within 20 s (it has: "
             f"{guest.console.run(f'ls -l {sysfs}/virtio*/driver {sysfs}/driver 2>&1; true', check=False)})")
 
@@ -99,7 +100,7 @@ class GuestTests:
 
         status, answer = api(sock, "PUT", "vm.remove-device", {"id": DEVICE_ID})
         assert status == 204, f"device {name}: vm.remove-device answered {status}: {answer!r}"
-        assert _until(guest, f"[ ! -e {sysfs} ]", 20), f"device {name}: {bdf} is still in the guest 20 s after removal"
+        assert until(guest, f"[ ! -e {sysfs} ]", 20), f"device {name}: {bdf} is still in the guest 20 s after removal"
         status, info = api(sock, "GET", "vm.info")
         assert status == 200 and DEVICE_ID not in (info.get("device_tree") or {}), (
             f"device {name}: vm.info still lists {DEVICE_ID} after the guest ejected it")
