@@ -10,7 +10,8 @@ import pytest
 from plugvm import layout
 from plugvm.config.platform import PlatformConfig
 from plugvm.devices.ged import PCI_DEVICES_CHANGED
-from plugvm.devices.pci_hotplug import B0EJ, PCID, PCIU, PSEG
+from plugvm.devices.pci_hotplug import B0EJ, PSEG
+from plugvm.testing.conformance.hotplug import scan
 from plugvm.testing.tiny_kernel import bzimage
 
 from test_api import Plugvm, vm_body
@@ -28,12 +29,6 @@ def machine(tmp_path):
 
 def ecam_vendor(m, segment: int, slot: int) -> int:
     return mmio_read(m, layout.PCI_MMCONFIG_START + (segment << 20) + (slot << 15), 2)
-
-
-def scan(m, segment):
-    base = m.platform["pci_hotplug"]
-    mmio_write(m, base + PSEG, segment)
-    return mmio_read(m, base + PCIU), mmio_read(m, base + PCID)
 
 
 def test_each_segment_has_its_ecam_windows_and_slots_from_0(machine):

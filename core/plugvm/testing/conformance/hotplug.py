@@ -28,10 +28,10 @@ def _write(machine, addr: int, value: int, size: int = 4) -> None:
     machine.mmio.write(addr, memoryview(bytearray(value.to_bytes(size, "little"))))
 
 
-def scan(machine) -> tuple[int, int]:
-    """(PCIU, PCID) of segment 0, as the guest's PCNT reads them (read-to-clear)."""
+def scan(machine, segment: int = 0) -> tuple[int, int]:
+    """(PCIU, PCID) of `segment`, as the guest's PCNT reads them (read-to-clear)."""
     base = machine.platform["pci_hotplug"]
-    _write(machine, base + PSEG, 0)
+    _write(machine, base + PSEG, segment)
     return _read(machine, base + PCIU), _read(machine, base + PCID)
 
 
