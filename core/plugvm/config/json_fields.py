@@ -136,13 +136,9 @@ class JsonObject:
         if given and value not in (False, [], {}):
             raise self.where.bad(key, value, f"is not supported: {why}")
 
-    def unknown(self) -> list[str]:
-        """The fields nobody asked for (so far)."""
-        return sorted(set(self.value) - self._read)
-
     def close(self) -> None:
         """The object is read: warn (once each) about the fields nobody asked for. A field
         of cloud-hypervisor's spec that plugvm lacks is read, by unsupported(), so that
         a value asking for it is refused rather than ignored."""
-        for key in self.unknown():
+        for key in sorted(set(self.value) - self._read):
             warn_unknown(f"{self.where.option}.{key}", sorted(self._read))

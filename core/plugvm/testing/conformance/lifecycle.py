@@ -12,7 +12,7 @@ import pytest
 
 from plugvm.errors import PlugvmError
 from plugvm.testing.conformance.fixtures import substitute
-from plugvm.testing.conformance.resources import Resources, _fds
+from plugvm.testing.conformance.resources import Resources, open_fds
 
 # Fault injection stops here: a create() that opens more fds than this is not walked further.
 MAX_FD_FAULTS = 32
@@ -24,7 +24,7 @@ def fd_budget(count: int):
     lowest `count` free numbers: the kernel hands out the lowest free fd, so the next
     open after those fails with EMFILE)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    held = set(_fds())
+    held = set(open_fds())
     limit, free = 0, 0
     while free < count or limit in held:
         if limit not in held:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 
-def _fds() -> dict[int, str]:
+def open_fds() -> dict[int, str]:
     held = {}
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -49,7 +49,7 @@ class Resources:
         # An object that holds an fd and is garbage already (an exception's traceback, a
         # cycle) is closed by a collection: only what is still reachable counts.
         gc.collect()
-        return cls(_fds(), {t.ident: t.name for t in threading.enumerate()}, _mappings())
+        return cls(open_fds(), {t.ident: t.name for t in threading.enumerate()}, _mappings())
 
     def leaks(self, after: Resources) -> list[str]:
         """What `after` holds that this snapshot did not, one phrase per item."""
