@@ -6,6 +6,7 @@ there, closed otherwise (a refused request, more fds than it uses, a lost connec
 import fcntl
 import json
 import os
+import re
 import socket
 import struct
 import time
@@ -58,9 +59,13 @@ def open_fds(pid: int) -> dict[int, str]:
     found = {}
     for name in os.listdir(f"/proc/{pid}/fd"):
         try:
-            found[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:
-            pass
+            continue
+        # A thread that starts names itself through its comm file, open for an instant
+        # (plugvm.thread_names): not an fd any request brought.
+        if not re.fullmatch(r"/proc/\d+/task/\d+/comm", target):
+            found[int(name)] = target
     return found
 
 
