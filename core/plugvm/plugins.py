@@ -8,6 +8,7 @@ plugvm_device_types() hook (hookspecs.py).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 from collections.abc import Callable
@@ -211,6 +212,22 @@ class Registry:
 
     def by_key(self, key: str) -> DeviceType | None:
         return next((t for t in self.types.values() if t.config_key == key), None)
+
+
+def lazy_exports(package: str, names: dict[str, str]) -> Callable[[str], object]:
+    """A module-level __getattr__ (PEP 562) for a plugin's package: `names` maps each name
+    the package exports to the submodule (relative, ".device") that defines it, imported
+    on first use. Plugin discovery imports every installed plugin's package at start-up;
+    with this, a device module (and what it imports) costs start-up time only in a VM
+    that has such a device, not in every VM."""
+
+    def __getattr__(name: str) -> object:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(module, package), name)
+
+    return __getattr__
 
 
 def disabled_names() -> set[str]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 from plugvm.hookspecs import hookimpl
-from plugvm.plugins import DeviceType
+from plugvm.plugins import DeviceType, lazy_exports
 
 from plugvm_virtio_fs.config import FsConfig, from_json, parse
-from plugvm_virtio_fs.device import FsError, VirtioFs
 
 __all__ = ["FsConfig", "FsError", "VirtioFs", "plugvm_device_types", "plugvm_memory_added"]
+__getattr__ = lazy_exports(__name__, {"FsError": ".device", "VirtioFs": ".device"})
 
 
-def _create(config: FsConfig, env) -> VirtioFs:
+def _create(config: FsConfig, env):
+    from plugvm_virtio_fs.device import VirtioFs
+
     return VirtioFs(config, env.vm_config.memory, env.handover, hotplug=env.hotplug)
 
 
@@ -25,6 +29,10 @@ def plugvm_device_types() -> list[DeviceType]:
 
 @hookimpl
 def plugvm_memory_added(region, devices) -> None:
+    if "plugvm_virtio_fs.device" not in sys.modules:
+        return              # no virtio-fs device was ever made: none of `devices` is one
+    from plugvm_virtio_fs.device import VirtioFs
+
     for device in devices:
         if isinstance(device, VirtioFs):
             device.memory_added(region)

@@ -11,14 +11,14 @@ from __future__ import annotations
 from plugvm.config import ConfigError
 from plugvm.errors import PlugvmError
 from plugvm.hookspecs import hookimpl
-from plugvm.plugins import DeviceType
+from plugvm.plugins import DeviceType, lazy_exports
 
-from plugvm_virtio_mem.device import VirtioMem
 from plugvm_virtio_mem.method import NAME, VirtioMemHotplug, VirtioMemMethod
 
 __all__ = ["VirtioMem", "VirtioMemHotplug", "VirtioMemMethod", "plugvm_device_types",
            "plugvm_memory_hotplug_methods"]
 
+__getattr__ = lazy_exports(__name__, {"VirtioMem": ".device"})
 DEVICE_ID = "mem0"          # ch names the device after its memory zone; the default zone's is mem0
 
 
@@ -37,7 +37,9 @@ def _not_parsed(_value) -> object:
                       "of its own")
 
 
-def _create(config, env) -> VirtioMem:
+def _create(config, env):
+    from plugvm_virtio_mem.device import VirtioMem
+
     hotplug = getattr(env, "memory_hotplug", None)
     if not isinstance(hotplug, VirtioMemHotplug):
         raise VirtioMemError("--memory hotplug_method=virtio-mem: this boot has no virtio-mem region "

@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 from plugvm.hookspecs import hookimpl
-from plugvm.plugins import DeviceType
+from plugvm.plugins import DeviceType, lazy_exports
 
 from plugvm_vsock.config import VsockConfig, from_json, parse
-from plugvm_vsock.device import VirtioVsock
-from plugvm_vsock.listener import Listener, VsockError
 
 __all__ = ["Listener", "VirtioVsock", "VsockConfig", "VsockError", "plugvm_device_types"]
+__getattr__ = lazy_exports(__name__, {"Listener": ".listener", "VirtioVsock": ".device", "VsockError": ".listener"})
 
 
-def _create(config: VsockConfig, env) -> VirtioVsock:
+def _create(config: VsockConfig, env):
+    from plugvm_vsock.device import VirtioVsock
+
     return VirtioVsock(config, env.handover)
 
 
