@@ -54,13 +54,13 @@ def _main(argv: list[str] | None) -> int:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda signum, frame: vmm.request_exit(0, signal.Signals(signum).name))
         if cli.api_socket is not None:
-            # Imported here: Falcon and waitress cost start-up time a VM without an API does not pay.
-            from plugvm.api.app import create_app
-            from plugvm.api.server import ApiServer
+            # Bound now (a bad path fails before the VM boots; early clients wait in the
+            # backlog); Falcon and waitress are imported in the API's thread, started
+            # once the VM runs.
+            from plugvm.api.listener import ApiService
 
-            server = ApiServer(create_app(vmm), cli.api_socket)
-            server.start()
-        return vmm.run()
+            server = ApiService(cli.api_socket, vmm)
+        return vmm.run(running=server.start if server is not None else None)
     finally:
         if server is not None:
             server.close()

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
@@ -125,9 +126,11 @@ class Vmm:
 
     # --- the main thread -----------------------------------------------------------------
 
-    def run(self, boot: bool = True) -> int:
+    def run(self, boot: bool = True, running: Callable[[], None] | None = None) -> int:
         """Run until the guest powers off (0), vmm.shutdown (0) or a failure (VmmError).
-        Must be called in the main thread. With boot, a config given up front is booted."""
+        Must be called in the main thread. With boot, a config given up front is booted;
+        then running() is called (the command line starts the API there, off the path
+        to the guest's first instruction)."""
         _ignore_kicks()
         try:
             with self.lock:
@@ -136,6 +139,8 @@ class Vmm:
                 self._open_kvm()
                 if boot and self._given_up_front and self.machine is None and self.state is VmState.CREATED:
                     self._boot()
+            if running is not None:
+                running()
             while True:
                 self._wake.wait(0.5)
                 self._wake.clear()
