@@ -107,6 +107,7 @@ class Machine:
         self.slots = MemorySlots()                    # KVM memory slots: RAM regions, device ranges
         self.device_memory = None                     # device_memory.DeviceMemory: ranges devices own
         self.devices = None
+        self.com1 = None                              # devices.serial.Serial, unless --serial off
         self.vcpus: dict[int, object] = {}           # CPU index → its KVM vCPU (never destroyed)
         self.present = 0                              # CPUs running now (0..present-1)
         self._handover = handover                     # what the last boot's devices handed over, by id
@@ -134,7 +135,7 @@ class Machine:
 
         self.pio, self.mmio = Bus("pio"), Bus("mmio")
         if cfg.serial.mode != "off":
-            com1 = Serial(consoles.serial.write, lambda: self._pulse(layout.SERIAL_IRQ_COM1))
+            self.com1 = com1 = Serial(consoles.serial.write, lambda: self._pulse(layout.SERIAL_IRQ_COM1))
             self.pio.insert(layout.SERIAL_PORT_COM1, 8, com1)
             consoles.serial.attach(com1)
         self.pio.insert(layout.I8042_PORT, 4, I8042(self.request_reset))
@@ -450,6 +451,9 @@ class Machine:
             for name, bus in zip(("pio", "mmio"), self._counting):
                 bus.report(name)
             self._counting = None
+        if self.com1 is not None:
+            self.com1.close()                 # what the guest printed last, before anything else goes
+            self.com1 = None
         if self.devices is not None:
             self.devices.close(handover)      # before the memory its I/O threads use goes away
             self.devices = None

@@ -1,10 +1,14 @@
 """The legacy devices and the buses, driven the way the guest's drivers drive them."""
 
+import threading
+import time
+
 import pytest
 
 from plugvm.bus import Bus, BusError
 from plugvm.cpu import cpuid
 from plugvm.devices.acpi_pm import SleepResetRegister
+from plugvm.devices import serial as serial_module
 from plugvm.devices.serial import Serial
 
 
@@ -23,16 +27,77 @@ def uart():
     bus = Bus("pio")
     serial = Serial(out.append, lambda: irqs.append(1))
     bus.insert(0x3F8, 8, serial)
-    return bus, serial, out, irqs
+    yield bus, serial, out, irqs
+    serial.close()
 
 
 def test_uart_transmits_and_signals_thr_empty(uart):
-    bus, _, out, irqs = uart
+    bus, serial, out, irqs = uart
     port(bus, 0x3F9, 0x02)              # IER: THR empty interrupt
     assert irqs and port(bus, 0x3FA) & 0x0F == 0x02   # IIR says THRE ...
     assert port(bus, 0x3FA) & 0x0F == 0x01            # ... and reading it cleared it
     port(bus, 0x3F8, ord("A"))
-    assert out == [b"A"] and port(bus, 0x3FD) & 0x60 == 0x60
+    assert port(bus, 0x3FD) & 0x60 == 0x60
+    serial.flush()
+    assert out == [b"A"]
+
+
+def test_uart_writes_whole_lines_in_order(uart):
+    bus, serial, out, _ = uart
+    for byte in b"one\r\ntwo\r\nthr":
+        port(bus, 0x3F8, byte)
+    assert out == [b"one\r\n", b"two\r\n"]       # a write per line, not per byte
+    for byte in b"ee\n":
+        port(bus, 0x3F8, byte)
+    assert out[2:] == [b"three\n"]
+
+
+def test_uart_writes_a_partial_line_soon_and_the_rest_on_close(uart):
+    bus, serial, out, _ = uart
+    for byte in b"login: ":
+        port(bus, 0x3F8, byte)
+    assert out == []
+    deadline = time.monotonic() + 5
+    while not out and time.monotonic() < deadline:
+        time.sleep(serial_module.FLUSH_DELAY)
+    assert out == [b"login: "]                     # the prompt, without waiting for a newline
+    port(bus, 0x3F8, ord("x"))
+    serial.close()
+    assert out == [b"login: ", b"x"]
+    port(bus, 0x3F8, ord("y"))                      # after close: at once
+    assert out[-1] == b"y"
+
+
+def test_uart_closes_while_its_flusher_waits_out_the_delay(monkeypatch):
+    monkeypatch.setattr(serial_module, "FLUSH_DELAY", 0.3)
+    out = []
+    serial = Serial(out.append, lambda: None)
+    serial.write(0, memoryview(b"x"))              # arms the flusher, which sleeps 0.3 s ...
+    time.sleep(0.1)
+    closer = threading.Thread(target=serial.close, daemon=True)
+    closer.start()                                 # ... and is closed meanwhile
+    closer.join(5)
+    assert not closer.is_alive() and out == [b"x"]
+
+
+def test_uart_holds_no_more_than_a_chunk(uart):
+    bus, serial, out, _ = uart
+    for _ in range(serial_module.TX_CHUNK):
+        port(bus, 0x3F8, ord("."))
+    assert out == [b"." * serial_module.TX_CHUNK]
+
+
+def test_uart_raises_thr_empty_once_per_burst(uart):
+    bus, _, _, irqs = uart
+    port(bus, 0x3F9, 0x02)
+    assert port(bus, 0x3FA) & 0x0F == 0x02           # the handler reads IIR ...
+    irqs.clear()
+    for byte in b"0123456789abcdef":                 # ... and fills the FIFO
+        port(bus, 0x3F8, byte)
+    assert irqs == [1]                                # one edge, not sixteen
+    assert port(bus, 0x3FA) & 0x0F == 0x02
+    port(bus, 0x3F8, ord("g"))
+    assert irqs == [1, 1]                             # IIR was read: the next byte raises it again
 
 
 def test_uart_receives_with_data_ready_interrupts(uart):
