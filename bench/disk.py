@@ -8,13 +8,20 @@ plugvm's default), each given the same raw image, runs busybox dd over the whole
 disk: reads with bs=1M, then writes with conv=fsync. Prints MB/s,
 min/median over the runs (timed by the guest's /proc/uptime), and the ratios. Lab figures are TCG-emulated: only the
 ratios mean anything.
+
+With --py-spy PATH (py-spy from PyPI, not a dependency: `pip install --target DIR
+py-spy`), the plugvm process is sampled during each dd and the folded stacks are
+written beside the logs (one line per stack and its sample count), with a summary
+of the busiest frames printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,7 +46,44 @@ def dd_seconds(guest: Guest, command: str) -> float:
     return float(match.group(2)) - float(match.group(1))
 
 
-def in_guest(runs: int, mib: int) -> None:
+class Sampler:
+    """py-spy recording one process, folded stacks (`--format raw`), every thread."""
+
+    def __init__(self, py_spy: str | None, pid: int, out: Path):
+        self.out = out
+        self.process = None if py_spy is None else subprocess.Popen(
+            [py_spy, "record", "--pid", str(pid), "--rate", "250", "--threads", "--nonblocking",
+             "--format", "raw", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        if self.process is None:
+            return
+        self.process.send_signal(2)          # py-spy writes its file on SIGINT
+        self.process.wait(60)
+        summarize(self.out)
+
+
+def summarize(folded: Path, top: int = 12) -> None:
+    """The threads' sample counts and the frames most often on top of a stack."""
+    threads, leaves, total = collections.Counter(), collections.Counter(), 0
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        n = int(count)
+        total += n
+        threads[frames[0]] += n
+        leaves[frames[-1]] += n
+    print(f"py-spy {folded.name}: {total} samples")
+    for name, n in threads.most_common(6):
+        print(f"  thread {name}: {n}")
+    for name, n in leaves.most_common(top):
+        print(f"  {100 * n / max(total, 1):5.1f}% {name}")
+
+
+def in_guest(runs: int, mib: int, py_spy: str | None = None) -> None:
     image = GuestImage.load()
     folder = Path(tempfile.mkdtemp(prefix="plugvm-bench-disk-"))
     disk = folder / "disk.img"
@@ -56,8 +100,11 @@ def in_guest(runs: int, mib: int) -> None:
             try:
                 guest.wait_ready(300)
                 # Reads skip the first MiB, writes go there too: the same bytes either way.
-                read = dd_seconds(guest, f"dd if=/dev/vda of=/dev/null bs=1M skip=1 count={mib}")
-                write = dd_seconds(guest, f"dd if=/dev/zero of=/dev/vda bs=1M seek=1 count={mib} conv=fsync")
+                spy = py_spy if vmm == "plugvm" else None
+                with Sampler(spy, guest.process.pid, folder / f"{vmm}{i}-read.folded"):
+                    read = dd_seconds(guest, f"dd if=/dev/vda of=/dev/null bs=1M skip=1 count={mib}")
+                with Sampler(spy, guest.process.pid, folder / f"{vmm}{i}-write.folded"):
+                    write = dd_seconds(guest, f"dd if=/dev/zero of=/dev/vda bs=1M seek=1 count={mib} conv=fsync")
                 rates.setdefault((vmm, "read"), []).append(mib * MiB / read / 1e6)
                 rates.setdefault((vmm, "write"), []).append(mib * MiB / write / 1e6)
                 guest.poweroff()
@@ -75,12 +122,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--py-spy", metavar="PATH", help="sample plugvm with this py-spy during each dd")
     parser.add_argument("--in-lab", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_lab:
-        in_guest(args.runs, args.mib)
+        in_guest(args.runs, args.mib, args.py_spy)
         return 0
-    return Lab(attempts=3).run([sys.executable, __file__, "--in-lab", "--runs", str(args.runs), "--mib", str(args.mib)]).returncode
+    spy = ["--py-spy", args.py_spy] if args.py_spy else []
+    return Lab(attempts=3).run([sys.executable, __file__, "--in-lab", "--runs", str(args.runs),
+                                "--mib", str(args.mib), *spy]).returncode
 
 
 if __name__ == "__main__":
