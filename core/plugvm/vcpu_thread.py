@@ -93,15 +93,15 @@ class VcpuThread(threading.Thread):
             exit = vcpu.run()
             kind = type(exit)
             if kind is exits.IoExit:
-                size = exit.size
-                for i in range(exit.count):
-                    chunk = exit.data[i * size:(i + 1) * size]
-                    if exit.is_write:
-                        handled = pio.write(exit.port, chunk)
-                    else:
-                        handled = pio.read(exit.port, chunk)
-                    if not handled:
-                        log.debug("unhandled port access", port=hex(exit.port), write=exit.is_write)
+                if exit.count == 1:       # all but string I/O (rep ins/outs): data is the one access
+                    handled = pio.write(exit.port, exit.data) if exit.is_write else pio.read(exit.port, exit.data)
+                else:
+                    size = exit.size
+                    for i in range(exit.count):
+                        chunk = exit.data[i * size:(i + 1) * size]
+                        handled = pio.write(exit.port, chunk) if exit.is_write else pio.read(exit.port, chunk)
+                if not handled:
+                    log.debug("unhandled port access", port=hex(exit.port), write=exit.is_write)
             elif kind is exits.MmioExit:
                 handled = mmio.write(exit.addr, exit.data) if exit.is_write else mmio.read(exit.addr, exit.data)
                 if not handled:
