@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from plugvm.testing.guest import Guest
@@ -38,12 +40,16 @@ TIMES = re.compile(r"^([\d.]+) ([\d.]+)$")
 
 def dd_seconds(guest: Guest, command: str) -> float:
     """The guest's own time for the command (busybox dd prints no rate): /proc/uptime around it."""
+    start = time.monotonic()
     output = guest.console.run(f"a=$(cut -d' ' -f1 /proc/uptime); {command} 2>/dev/null; "
                                f"echo $a $(cut -d' ' -f1 /proc/uptime)", timeout=900)
+    host = time.monotonic() - start
     match = TIMES.match(output.strip().splitlines()[-1])
     if not match:
         raise RuntimeError(f"the guest said: {output!r}")
-    return float(match.group(2)) - float(match.group(1))
+    seconds = float(match.group(2)) - float(match.group(1))
+    print(f"  {command.split()[1]}: {seconds:.2f} s by the guest's clock, {host:.2f} s by the host's")
+    return seconds
 
 
 class Sampler:
@@ -52,7 +58,7 @@ class Sampler:
     def __init__(self, py_spy: str | None, pid: int, out: Path):
         self.out = out
         self.process = None if py_spy is None else subprocess.Popen(
-            [py_spy, "record", "--pid", str(pid), "--rate", "250", "--threads", "--nonblocking",
+            [py_spy, "record", "--pid", str(pid), "--rate", "250", "--threads", "--idle", "--nonblocking",
              "--format", "raw", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __enter__(self):
@@ -66,31 +72,36 @@ class Sampler:
         summarize(self.out)
 
 
-def summarize(folded: Path, top: int = 12) -> None:
-    """The threads' sample counts and the frames most often on top of a stack."""
-    threads, leaves, total = collections.Counter(), collections.Counter(), 0
+def summarize(folded: Path, top: int = 8) -> None:
+    """Per thread: its samples, and the innermost frames (three deep) most often on top,
+    idle ones (a thread blocked in a system call) included."""
+    threads: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for line in folded.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        n = int(count)
-        total += n
-        threads[frames[0]] += n
-        leaves[frames[-1]] += n
-    print(f"py-spy {folded.name}: {total} samples")
-    for name, n in threads.most_common(6):
-        print(f"  thread {name}: {n}")
-    for name, n in leaves.most_common(top):
-        print(f"  {100 * n / max(total, 1):5.1f}% {name}")
+        threads[frames[0]][" < ".join(reversed(frames[-3:]))] += int(count)
+    print(f"py-spy {folded}:")
+    for thread, stacks in sorted(threads.items(), key=lambda t: -sum(t[1].values())):
+        total = sum(stacks.values())
+        print(f"  {thread}: {total} samples")
+        for stack, n in stacks.most_common(top):
+            print(f"    {100 * n / total:5.1f}% {stack}")
 
 
 def in_guest(runs: int, mib: int, py_spy: str | None = None) -> None:
     image = GuestImage.load()
     folder = Path(tempfile.mkdtemp(prefix="plugvm-bench-disk-"))
+    # Profiles go where the host can read them after the lab is gone.
+    profiles = Path(os.environ.get("PLUGVM_LAB_RESULTS", folder))
     disk = folder / "disk.img"
     with open(disk, "wb") as f:
         f.truncate((mib + 1) * MiB)
+    stats_log = profiles / "plugvm-exit-stats.log"
+    extra = ["--log-file", str(stats_log), "-v"] if py_spy else []
+    if py_spy:
+        os.environ["PLUGVM_EXIT_STATS"] = "1"     # and the exits by device, at power-off
     argvs = {
-        "plugvm": plugvm_argv(image, 1, "512M", ["--disk", f"path={disk},image_type=raw"]),
+        "plugvm": plugvm_argv(image, 1, "512M", ["--disk", f"path={disk},image_type=raw", *extra]),
         "qemu": qemu_argv(image, cpus=1, extra=("-drive", f"file={disk},if=virtio,format=raw,cache=writeback")),
     }
     rates: dict[tuple[str, str], list[float]] = {}
@@ -101,15 +112,20 @@ def in_guest(runs: int, mib: int, py_spy: str | None = None) -> None:
                 guest.wait_ready(300)
                 # Reads skip the first MiB, writes go there too: the same bytes either way.
                 spy = py_spy if vmm == "plugvm" else None
-                with Sampler(spy, guest.process.pid, folder / f"{vmm}{i}-read.folded"):
+                with Sampler(spy, guest.process.pid, profiles / f"{vmm}{i}-read.folded"):
                     read = dd_seconds(guest, f"dd if=/dev/vda of=/dev/null bs=1M skip=1 count={mib}")
-                with Sampler(spy, guest.process.pid, folder / f"{vmm}{i}-write.folded"):
+                with Sampler(spy, guest.process.pid, profiles / f"{vmm}{i}-write.folded"):
                     write = dd_seconds(guest, f"dd if=/dev/zero of=/dev/vda bs=1M seek=1 count={mib} conv=fsync")
                 rates.setdefault((vmm, "read"), []).append(mib * MiB / read / 1e6)
                 rates.setdefault((vmm, "write"), []).append(mib * MiB / write / 1e6)
                 guest.poweroff()
             finally:
                 guest.kill()
+    if py_spy:
+        print("plugvm exits, boot and both dd together, by device (Python time first):")
+        for line in stats_log.read_text().splitlines():
+            if "exit stats" in line:
+                print("  " + line.split("event='exit stats' ", 1)[-1])
     for (vmm, kind), r in sorted(rates.items()):
         print(f"{vmm:7s} dd {kind:5s} {mib} MiB, bs=1M: median {statistics.median(r):7.1f} MB/s "
               f"(min {min(r):.1f}, {runs} runs)")
