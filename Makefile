@@ -38,7 +38,7 @@ demo: deps install guest
 bench: deps install guest
 	$(BIN)/python bench/boot.py
 	$(BIN)/python bench/blk.py
-	$(BIN)/python bench/disk.py --runs 2
+	$(BIN)/python bench/disk.py --runs 3
 	$(BIN)/python bench/hotplug.py --runs 10
 	$(BIN)/python bench/fs.py --runs 2
 	$(BIN)/python bench/vsock.py --runs 2

@@ -128,10 +128,12 @@ def in_guest(runs: int, mib: int, py_spy: str | None = None) -> None:
                 print("  " + line.split("event='exit stats' ", 1)[-1])
     for (vmm, kind), r in sorted(rates.items()):
         print(f"{vmm:7s} dd {kind:5s} {mib} MiB, bs=1M: median {statistics.median(r):7.1f} MB/s "
-              f"(min {min(r):.1f}, {runs} runs)")
+              f"(min {min(r):.1f}, max {max(r):.1f}, {runs} runs)")
     for kind in ("read", "write"):
         ratio = statistics.median(rates[("plugvm", kind)]) / statistics.median(rates[("qemu", kind)])
-        print(f"ratio plugvm/qemu {kind}: {ratio:.2f}")
+        p, q = rates[("plugvm", kind)], rates[("qemu", kind)]
+        print(f"ratio plugvm/qemu {kind}: {ratio:.2f} (median over median, {runs} runs; min over min "
+              f"{min(p) / min(q):.2f}, max over max {max(p) / max(q):.2f})")
 
 
 def main() -> int:
