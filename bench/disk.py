@@ -88,7 +88,7 @@ def summarize(folded: Path, top: int = 8) -> None:
             print(f"    {100 * n / total:5.1f}% {stack}")
 
 
-def in_guest(runs: int, mib: int, py_spy: str | None = None) -> None:
+def in_guest(runs: int, mib: int, py_spy: str | None = None, queue_size: int | None = None) -> None:
     image = GuestImage.load()
     folder = Path(tempfile.mkdtemp(prefix="plugvm-bench-disk-"))
     # Profiles go where the host can read them after the lab is gone.
@@ -100,9 +100,13 @@ def in_guest(runs: int, mib: int, py_spy: str | None = None) -> None:
     extra = ["--log-file", str(stats_log), "-v"] if py_spy else []
     if py_spy:
         os.environ["PLUGVM_EXIT_STATS"] = "1"     # and the exits by device, at power-off
+    # Each VMM's default queue size (cloud-hypervisor's 128, QEMU's 256) unless one is given for both.
+    plugvm_disk = f"path={disk},image_type=raw" + (f",queue_size={queue_size}" if queue_size else "")
+    qemu_disk = ("-drive", f"file={disk},if=none,id=d0,format=raw,cache=writeback",
+                 "-device", "virtio-blk-pci,drive=d0" + (f",queue-size={queue_size}" if queue_size else ""))
     argvs = {
-        "plugvm": plugvm_argv(image, 1, "512M", ["--disk", f"path={disk},image_type=raw", *extra]),
-        "qemu": qemu_argv(image, cpus=1, extra=("-drive", f"file={disk},if=virtio,format=raw,cache=writeback")),
+        "plugvm": plugvm_argv(image, 1, "512M", ["--disk", plugvm_disk, *extra]),
+        "qemu": qemu_argv(image, cpus=1, extra=qemu_disk),
     }
     rates: dict[tuple[str, str], list[float]] = {}
     for i in range(runs):
@@ -141,12 +145,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--py-spy", metavar="PATH", help="sample plugvm with this py-spy during each dd")
+    parser.add_argument("--queue-size", type=int, help="the same virtqueue size for both VMMs' disk")
     parser.add_argument("--in-lab", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_lab:
-        in_guest(args.runs, args.mib, args.py_spy)
+        in_guest(args.runs, args.mib, args.py_spy, args.queue_size)
         return 0
     spy = ["--py-spy", args.py_spy] if args.py_spy else []
+    spy += ["--queue-size", str(args.queue_size)] if args.queue_size else []
     return Lab(attempts=3).run([sys.executable, __file__, "--in-lab", "--runs", str(args.runs),
                                 "--mib", str(args.mib), *spy]).returncode
 
