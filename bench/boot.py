@@ -30,9 +30,18 @@ from plugvm.testing.qemu import qemu_argv
 from plugvm.testing.tiny_kernel import bzimage
 
 
-def _ms(values) -> str:
-    return (f"median {statistics.median(values) * 1e3:.0f} ms (min {min(values) * 1e3:.0f}, "
-            f"max {max(values) * 1e3:.0f}, {len(values)} runs)")
+def _spread(values, unit: str = "s") -> str:
+    """Median, min, max and the number of runs of durations in seconds, shown in `unit`."""
+    scale, digits = (1e3, 0) if unit == "ms" else (1, 2)
+    median, low, high = (v * scale for v in (statistics.median(values), min(values), max(values)))
+    return f"median {median:.{digits}f} {unit} (min {low:.{digits}f}, max {high:.{digits}f}, {len(values)} runs)"
+
+
+def print_exit_stats(log_file: Path) -> None:
+    """The `exit stats` lines a plugvm run with PLUGVM_EXIT_STATS=1 logged at power-off."""
+    for line in log_file.read_text().splitlines():
+        if "exit stats" in line:
+            print("  " + line.split("event='exit stats' ", 1)[-1])
 
 
 def host_startup(runs: int) -> None:
@@ -75,18 +84,13 @@ def host_startup(runs: int) -> None:
         proc.wait()
     ratio = statistics.median(startup) / statistics.median(interpreter)
     print(f"host ({os.uname().release}), {runs} runs, disk + tap + rng + API socket:")
-    print(f"  plugvm exec → first guest output: {_ms(startup)}; `python -c pass`: {_ms(interpreter)}; "
+    print(f"  plugvm exec → first guest output: {_spread(startup, 'ms')}; `python -c pass`: {_spread(interpreter, 'ms')}; "
           f"ratio {ratio:.1f}× (median; target ≤ 3×)")
-    print(f"  exec → the API's first answer: {_ms(api_ready)}; "
+    print(f"  exec → the API's first answer: {_spread(api_ready, 'ms')}; "
           f"ratio to the 100 ms target {statistics.median(api_ready) / 0.1:.2f} (median)")
     print(f"  RSS beyond guest RAM: median {statistics.median(overhead):.1f} MiB "
           f"(min {min(overhead):.1f}, max {max(overhead):.1f}, {runs} runs); "
           f"ratio to the 30 MiB target {statistics.median(overhead) / 30:.2f}")
-
-
-def _spread(values) -> str:
-    return (f"median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}, "
-            f"{len(values)} runs)")
 
 
 def guest_boots(runs: int) -> None:
@@ -137,9 +141,7 @@ def exit_profile(quiet: bool) -> None:
         del os.environ["PLUGVM_EXIT_STATS"]
     print(f"exits of one plugvm boot ({'quiet' if quiet else 'whole boot log'}; start → GUEST-READY {seconds:.1f} s, "
           f"then poweroff), by device, Python time first:")
-    for line in log_file.read_text().splitlines():
-        if "exit stats" in line:
-            print("  " + line.split("event='exit stats' ", 1)[-1])
+    print_exit_stats(log_file)
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from boot import print_exit_stats          # bench/, beside this script
 from plugvm.testing.guest import Guest
 from plugvm.testing.guest_image import GuestImage
 from plugvm.testing.lab import Lab
@@ -127,15 +128,13 @@ def in_guest(runs: int, mib: int, py_spy: str | None = None, queue_size: int | N
                 guest.kill()
     if py_spy:
         print("plugvm exits, boot and both dd together, by device (Python time first):")
-        for line in stats_log.read_text().splitlines():
-            if "exit stats" in line:
-                print("  " + line.split("event='exit stats' ", 1)[-1])
+        print_exit_stats(stats_log)
     for (vmm, kind), r in sorted(rates.items()):
         print(f"{vmm:7s} dd {kind:5s} {mib} MiB, bs=1M: median {statistics.median(r):7.1f} MB/s "
               f"(min {min(r):.1f}, max {max(r):.1f}, {runs} runs)")
     for kind in ("read", "write"):
-        ratio = statistics.median(rates[("plugvm", kind)]) / statistics.median(rates[("qemu", kind)])
         p, q = rates[("plugvm", kind)], rates[("qemu", kind)]
+        ratio = statistics.median(p) / statistics.median(q)
         print(f"ratio plugvm/qemu {kind}: {ratio:.2f} (median over median, {runs} runs; min over min "
               f"{min(p) / min(q):.2f}, max over max {max(p) / max(q):.2f})")
 
@@ -151,10 +150,10 @@ def main() -> int:
     if args.in_lab:
         in_guest(args.runs, args.mib, args.py_spy, args.queue_size)
         return 0
-    spy = ["--py-spy", args.py_spy] if args.py_spy else []
-    spy += ["--queue-size", str(args.queue_size)] if args.queue_size else []
+    forwarded = (["--py-spy", args.py_spy] if args.py_spy else []) + \
+        (["--queue-size", str(args.queue_size)] if args.queue_size else [])
     return Lab(attempts=3).run([sys.executable, __file__, "--in-lab", "--runs", str(args.runs),
-                                "--mib", str(args.mib), *spy]).returncode
+                                "--mib", str(args.mib), *forwarded]).returncode
 
 
 if __name__ == "__main__":

@@ -246,8 +246,8 @@ def in_guest(runs: int) -> None:
         print(f"{call:36s} call answered after: median {statistics.median(t):6.3f} s")
     for kind in ("add", "remove", "cpu-add", "cpu-remove", "memory-acpi", "memory-virtio-mem",
                  "memory-virtio-mem-shrink"):
-        ratio = statistics.median(results["plugvm"][kind]) / statistics.median(results["qemu"][kind])
         p, q = results["plugvm"][kind], results["qemu"][kind]
+        ratio = statistics.median(p) / statistics.median(q)
         print(f"ratio plugvm/qemu hot-{kind}: {ratio:.2f} (median over median, {len(p)} and {len(q)} runs; "
               f"min over min {min(p) / min(q):.2f}; below 1: plugvm is faster)")
 
