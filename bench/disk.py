@@ -5,9 +5,11 @@
 In the lab (or directly on hardware KVM): the same Debian guest under plugvm
 (virtio-blk plugin) and under QEMU (q35, virtio-blk-pci, cache=writeback like
 plugvm's default), each given the same raw image, runs busybox dd over the whole
-disk: reads with bs=1M, then writes with conv=fsync. Prints MB/s,
-min/median over the runs (timed by the guest's /proc/uptime), and the ratios. Lab figures are TCG-emulated: only the
-ratios mean anything.
+disk: reads with bs=1M, then writes with conv=fsync; then the guest's randread
+(plugvm.testing.guest_tools) keeps --depth random 4 KiB O_DIRECT reads in flight
+for --rand-seconds. Prints MB/s and IOPS, min/median over the runs (timed by the
+guest's clock), and the ratios. Lab figures are TCG-emulated: only the ratios mean
+anything.
 
 With --py-spy PATH (py-spy from PyPI, not a dependency: `pip install --target DIR
 py-spy`), the plugvm process is sampled during each dd and the folded stacks are
@@ -37,6 +39,7 @@ from plugvm.testing.vmms import plugvm_argv
 
 MiB = 1 << 20
 TIMES = re.compile(r"^([\d.]+) ([\d.]+)$")
+KINDS = ("read", "write", "randread")
 
 
 def dd_seconds(guest: Guest, command: str) -> float:
@@ -51,6 +54,15 @@ def dd_seconds(guest: Guest, command: str) -> float:
     seconds = float(match.group(2)) - float(match.group(1))
     print(f"  {command.split()[1]}: {seconds:.2f} s by the guest's clock, {host:.2f} s by the host's")
     return seconds
+
+
+def random_iops(guest: Guest, depth: int, seconds: int) -> float:
+    """4 KiB random reads per second with `depth` in flight, by the guest's own count and clock."""
+    output = guest.console.run(f"randread /dev/vda 4096 {depth} {seconds}", timeout=seconds * 20 + 120)
+    ops, took = output.strip().splitlines()[-1].split()
+    iops = int(ops) / float(took)
+    print(f"  randread: {ops} reads in {float(took):.2f} s by the guest's clock: {iops:,.0f} IOPS")
+    return iops
 
 
 class Sampler:
@@ -89,7 +101,8 @@ def summarize(folded: Path, top: int = 8) -> None:
             print(f"    {100 * n / total:5.1f}% {stack}")
 
 
-def in_guest(runs: int, mib: int, py_spy: str | None = None, queue_size: int | None = None) -> None:
+def in_guest(runs: int, mib: int, py_spy: str | None = None, queue_size: int | None = None,
+             depth: int = 8, rand_seconds: int = 10) -> None:
     image = GuestImage.load()
     folder = Path(tempfile.mkdtemp(prefix="plugvm-bench-disk-"))
     # Profiles go where the host can read them after the lab is gone.
@@ -121,18 +134,22 @@ def in_guest(runs: int, mib: int, py_spy: str | None = None, queue_size: int | N
                     read = dd_seconds(guest, f"dd if=/dev/vda of=/dev/null bs=1M skip=1 count={mib}")
                 with Sampler(spy, guest.process.pid, profiles / f"{vmm}{i}-write.folded"):
                     write = dd_seconds(guest, f"dd if=/dev/zero of=/dev/vda bs=1M seek=1 count={mib} conv=fsync")
+                with Sampler(spy, guest.process.pid, profiles / f"{vmm}{i}-randread.folded"):
+                    iops = random_iops(guest, depth, rand_seconds)
                 rates.setdefault((vmm, "read"), []).append(mib * MiB / read / 1e6)
                 rates.setdefault((vmm, "write"), []).append(mib * MiB / write / 1e6)
+                rates.setdefault((vmm, "randread"), []).append(iops)
                 guest.poweroff()
             finally:
                 guest.kill()
     if py_spy:
         print("plugvm exits, boot and both dd together, by device (Python time first):")
         print_exit_stats(stats_log)
-    for (vmm, kind), r in sorted(rates.items()):
-        print(f"{vmm:7s} dd {kind:5s} {mib} MiB, bs=1M: median {statistics.median(r):7.1f} MB/s "
-              f"(min {min(r):.1f}, max {max(r):.1f}, {runs} runs)")
-    for kind in ("read", "write"):
+    for (vmm, kind), r in sorted(rates.items(), key=lambda item: (item[0][0], KINDS.index(item[0][1]))):
+        what = (f"randread 4 KiB, {depth} in flight, {rand_seconds} s: median {statistics.median(r):8,.0f} IOPS"
+                if kind == "randread" else f"dd {kind:5s} {mib} MiB, bs=1M: median {statistics.median(r):7.1f} MB/s")
+        print(f"{vmm:7s} {what} (min {min(r):,.1f}, max {max(r):,.1f}, {runs} runs)")
+    for kind in KINDS:
         p, q = rates[("plugvm", kind)], rates[("qemu", kind)]
         ratio = statistics.median(p) / statistics.median(q)
         print(f"ratio plugvm/qemu {kind}: {ratio:.2f} (median over median, {runs} runs; min over min "
@@ -145,13 +162,16 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--py-spy", metavar="PATH", help="sample plugvm with this py-spy during each dd")
     parser.add_argument("--queue-size", type=int, help="the same virtqueue size for both VMMs' disk")
+    parser.add_argument("--depth", type=int, default=8, help="random 4 KiB reads in flight (default 8)")
+    parser.add_argument("--rand-seconds", type=int, default=10, help="how long the random reads run (default 10)")
     parser.add_argument("--in-lab", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_lab:
-        in_guest(args.runs, args.mib, args.py_spy, args.queue_size)
+        in_guest(args.runs, args.mib, args.py_spy, args.queue_size, args.depth, args.rand_seconds)
         return 0
     forwarded = (["--py-spy", args.py_spy] if args.py_spy else []) + \
-        (["--queue-size", str(args.queue_size)] if args.queue_size else [])
+        (["--queue-size", str(args.queue_size)] if args.queue_size else []) + \
+        ["--depth", str(args.depth), "--rand-seconds", str(args.rand_seconds)]
     return Lab(attempts=3).run([sys.executable, __file__, "--in-lab", "--runs", str(args.runs),
                                 "--mib", str(args.mib), *forwarded]).returncode
 

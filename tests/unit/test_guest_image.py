@@ -53,11 +53,15 @@ def test_missing_image_says_how_to_build_it(tmp_path):
         GuestImage.load(tmp_path)
 
 
-def test_initramfs_holds_vsockcat_static_and_executable(image):
-    """The vsock tests' AF_VSOCK client and server (plugvm.testing.guest_tools)."""
+@pytest.mark.parametrize("name, usage", [
+    ("vsockcat", b"usage: vsockcat listen PORT | echo PORT | connect CID PORT"),
+    ("randread", b"usage: randread DEVICE BLOCK DEPTH SECONDS"),
+])
+def test_initramfs_holds_the_guest_tools_static_and_executable(image, name, usage):
+    """vsockcat (the vsock tests) and randread (bench/disk.py), from plugvm.testing.guest_tools."""
     import struct
     entries = {e["name"]: e for e in parse_newc(gzip.decompress(image.initramfs.read_bytes()))}
-    tool = entries["bin/vsockcat"]
+    tool = entries[f"bin/{name}"]
     elf = tool["data"]
     assert elf[:4] == b"\x7fELF" and tool["mode"] & 0o111
     # Static: no PT_INTERP (3) among the program headers, since the guest has no ld.so.
@@ -65,4 +69,23 @@ def test_initramfs_holds_vsockcat_static_and_executable(image):
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     types = [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
     assert 3 not in types and 1 in types
-    assert b"usage: vsockcat listen PORT | echo PORT | connect CID PORT" in elf
+    assert usage in elf
+
+
+def test_randread_keeps_reads_in_flight_and_counts_them(image, tmp_path):
+    """The image's own randread, run on the host against an image file: it reads for the
+    time it is given and counts whole reads; a bad argument is refused with exit 2."""
+    import os
+    import subprocess
+    entries = {e["name"]: e for e in parse_newc(gzip.decompress(image.initramfs.read_bytes()))}
+    tool = tmp_path / "randread"
+    tool.write_bytes(entries["bin/randread"]["data"])
+    tool.chmod(0o755)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(os.urandom(1 << 20))
+    out = subprocess.run([tool, disk, "4096", "8", "1"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    ops, seconds = out.stdout.split()
+    assert int(ops) > 100 and 1.0 <= float(seconds) < 5
+    bad = subprocess.run([tool, disk, "1000", "8", "1"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "not a multiple of 512" in bad.stderr

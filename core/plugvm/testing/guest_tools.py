@@ -3,6 +3,8 @@ in plugvm/testing/data by the host's gcc when the guest image is built.
 
 vsockcat (data/vsockcat.c): an AF_VSOCK client and server, since busybox has no vsock
 support and Debian's socat would bring half a dozen shared libraries along.
+randread (data/randread.c): random O_DIRECT reads with several in flight (Linux AIO), for
+bench/disk.py, since Debian's fio would bring a dozen.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from plugvm.testing.errors import ImageError
 
 DATA = Path(__file__).parent / "data"
 # guest path → C source
-TOOLS = {"bin/vsockcat": DATA / "vsockcat.c"}
+TOOLS = {"bin/vsockcat": DATA / "vsockcat.c", "bin/randread": DATA / "randread.c"}
 CFLAGS = ["-static", "-O2", "-Wall", "-Werror", "-s"]
 
 
