@@ -13,10 +13,9 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 
 import pluggy
-from plugvm import hookspecs
+from plugvm import hookspecs, plugin_index
 from plugvm.errors import PlugvmError
 from plugvm.logs import get_logger
 
@@ -241,14 +240,13 @@ def load(skip=None) -> Registry:
     naming the plugin when one cannot be imported or registered."""
     registry = Registry()
     disabled = disabled_names()
-    for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for entry_point in sorted(plugin_index.entries(ENTRY_POINT_GROUP), key=lambda e: e.name):
         if skip is not None and skip(entry_point):
             continue
         if entry_point.name in disabled:
             registry.disabled.append(entry_point.name)
             continue
-        distribution = entry_point.dist.name if entry_point.dist else ""
-        version = entry_point.dist.version if entry_point.dist else ""
+        distribution, version = entry_point.distribution, entry_point.version
         try:
             module = entry_point.load()
         except Exception as e:
