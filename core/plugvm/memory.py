@@ -194,6 +194,13 @@ class GuestMemory:
                     return whole[offset:offset + length]
         raise GuestMemoryError(addr, length)
 
+    @property
+    def spans(self) -> list[tuple[int, int, memoryview]]:
+        """(start, end, view of the whole region) for every region. The list is replaced,
+        never changed, when a region comes or goes: a reader may keep it and compare it
+        (`is`) with the current one to see whether anything changed."""
+        return self._spans
+
     def write(self, addr: int, data: bytes) -> None:
         self.view(addr, len(data))[:] = data
 

@@ -1,8 +1,9 @@
 """The layers, held by import-linter's contracts in pyproject.toml ([tool.importlinter]):
 the core never imports a plugin, plugins never import each other, plugvm-remote imports
 nothing of plugvm, only plugvm.kvm touches cffi and only plugvm.api falcon and waitress.
-The compiled binding plugvm.kvm._kvm is no .py file, so the import graph cannot see it:
-its importers are checked here from the source."""
+The compiled modules (the binding plugvm.kvm._kvm, the chain walk plugvm.virtio._ring)
+are no .py files, so the import graph cannot see them: their importers are checked here
+from the source."""
 
 import ast
 import subprocess
@@ -31,16 +32,27 @@ def test_every_plugin_distribution_in_the_tree_is_under_contract():
     assert packages <= set(independent)
 
 
-def test_only_plugvm_kvm_imports_the_compiled_binding():
+def importers_of(package: str, module: str, allowed: list[Path]) -> list[str]:
+    """Files outside `allowed` that import the compiled `package`.`module`."""
     offenders = []
     for path in ROOT.glob("**/*.py"):
-        if ".venv" in path.parts or "build" in path.parts or path.is_relative_to(ROOT / "core/plugvm/kvm"):
+        if ".venv" in path.parts or "build" in path.parts or any(path.is_relative_to(a) for a in allowed):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(n.startswith("plugvm.kvm._kvm") for n in names) or (
-                    isinstance(node, ast.ImportFrom) and node.module == "plugvm.kvm"
-                    and any(a.name == "_kvm" for a in node.names)):
+            if any(n.startswith(f"{package}.{module}") for n in names) or (
+                    isinstance(node, ast.ImportFrom) and node.module == package
+                    and any(a.name == module for a in node.names)):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert offenders == []
+    return offenders
+
+
+def test_only_plugvm_kvm_imports_the_compiled_binding():
+    assert importers_of("plugvm.kvm", "_kvm", [ROOT / "core/plugvm/kvm"]) == []
+
+
+def test_only_c_ring_imports_the_compiled_chain_walk():
+    """plugvm.virtio._ring (ring.c) is reached through plugvm.virtio.c_ring, which holds
+    what its C may be given (the queue's indices and guest RAM for one call)."""
+    assert importers_of("plugvm.virtio", "_ring", [ROOT / "core/plugvm/virtio/c_ring.py"]) == []

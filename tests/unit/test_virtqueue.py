@@ -21,6 +21,22 @@ DESC = struct.Struct("<QIHH")
 EXAMPLES = int(os.environ.get("PLUGVM_HYPOTHESIS_EXAMPLES", "10000"))
 
 
+@pytest.fixture(scope="module", autouse=True, params=["python walk", "C walk"])
+def walk(request):
+    """Every test twice: with queue.py's own pop(), and with pop() through the C walk
+    (plugvm.virtio.c_ring, what a device's C calls), which must keep the same rules and
+    give the same chains and messages. Module-scoped, so hypothesis's tests take it too."""
+    if request.param == "python walk":
+        yield request.param
+        return
+    python_pop = SplitQueue.pop
+    SplitQueue.pop = lambda self: self.c_ring().pop()
+    try:
+        yield request.param
+    finally:
+        SplitQueue.pop = python_pop
+
+
 class Driver:
     """The driver's side of one split queue in a 1 MiB guest: descriptor table at 0,
     avail ring at 0x8000, used ring at 0x9000, data buffers from 0x10000 on."""

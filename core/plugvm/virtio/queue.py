@@ -89,6 +89,7 @@ class SplitQueue:
         self.next_used = next_used & 0xFFFF
         self._signalled = self.next_used       # used idx at the last needs_interrupt()
         self._notify = True
+        self._c_ring = None
         # Uncontended lock acquire/release is a locked instruction (glibc sem_trywait/sem_post):
         # the store→load fence that the event-suppression handshakes need (§2.7.10, §2.7.7).
         self._fence_lock = threading.Lock()
@@ -266,8 +267,28 @@ class SplitQueue:
         if enabled:
             self._fence()     # our store before the caller's avail.idx load
 
+    @property
+    def notifying(self) -> bool:
+        """Whether kicks are asked for (set_notification)."""
+        return self._notify
+
+    def ring_views(self) -> tuple[memoryview, memoryview, memoryview]:
+        """The descriptor table, driver area and device area, as bytes."""
+        return self._views[4], self._views[5], self._views[6]
+
+    def c_ring(self):
+        """This queue's C walk (plugvm.virtio.c_ring.CRing), made on first use, for a
+        device whose own C serves the queue; closed with the queue."""
+        if self._c_ring is None:
+            from plugvm.virtio.c_ring import CRing     # the cffi module only for devices that use it
+            self._c_ring = CRing(self)
+        return self._c_ring
+
     def close(self) -> None:
         """Release the ring views (GuestMemory.close() fails while views are exported)."""
+        if self._c_ring is not None:
+            self._c_ring.close()        # its exports of the ring views first
+            self._c_ring = None
         for v in self._views:
             v.release()
         self._views.clear()
