@@ -1,7 +1,8 @@
 """The layers, held by import-linter's contracts in pyproject.toml ([tool.importlinter]):
 the core never imports a plugin, plugins never import each other, plugvm-remote imports
-nothing of plugvm, only plugvm.kvm touches cffi and only plugvm.api falcon and waitress.
-The compiled modules (the binding plugvm.kvm._kvm, the chain walk plugvm.virtio._ring)
+nothing of plugvm, only plugvm.kvm and the builders of the C fast paths touch cffi, and
+only plugvm.api imports falcon and waitress. The compiled modules (the binding
+plugvm.kvm._kvm, the chain walk plugvm.virtio._ring, virtio-blk's plugvm_virtio_blk._fast)
 are no .py files, so the import graph cannot see them: their importers are checked here
 from the source."""
 
@@ -56,3 +57,7 @@ def test_only_c_ring_imports_the_compiled_chain_walk():
     """plugvm.virtio._ring (ring.c) is reached through plugvm.virtio.c_ring, which holds
     what its C may be given (the queue's indices and guest RAM for one call)."""
     assert importers_of("plugvm.virtio", "_ring", [ROOT / "core/plugvm/virtio/c_ring.py"]) == []
+
+
+def test_only_the_blk_fast_path_imports_blk_c():
+    assert importers_of("plugvm_virtio_blk", "_fast", [ROOT / "plugins/virtio_blk/plugvm_virtio_blk/fast.py"]) == []

@@ -1,5 +1,7 @@
 """The virtio-blk device (virtio 1.2 §5.2) over a raw image: each request is one
-preadv/pwritev between the image and the guest's buffers, with no copy in between."""
+preadv/pwritev between the image and the guest's buffers, with no copy in between.
+Reads and writes of Linux's shape are served in C (fast.py, blk.c) with the same checks;
+this module serves every other request, and all of them under PLUGVM_BLK_C=off."""
 
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ class VirtioBlk(VirtioDevice):
         self.serial = (config.serial or "").encode()[:ID_BYTES].ljust(ID_BYTES, b"\0")
         self.queues = []
         self.context = None
+        self._fast = None         # fast.FastDisk while active, unless PLUGVM_BLK_C=off
         # cloud-hypervisor's block counters (vm.counters), kept by the I/O thread.
         self.counters = {"read_bytes": 0, "write_bytes": 0, "read_ops": 0, "write_ops": 0}
 
@@ -90,12 +93,30 @@ class VirtioBlk(VirtioDevice):
 
     def activate(self, memory, queues, features, context) -> None:
         self.queues, self.context = queues, context
+        self._fast = self._fast_disk(queues)
+
+    def _fast_disk(self, queues):
+        """blk.c for the hot requests, when it is built, wanted and speaks the queues' ABI."""
+        from plugvm_virtio_blk import fast
+
+        if not fast.wanted() or not all(map(fast.FastDisk.speaks, queues)):
+            return None
+        return fast.FastDisk(str(self.config.path), self.fd, self.size, self.config.readonly, self.protect_sector0)
 
     def queue_notify(self, index: int) -> None:
         queue = self.queues[index] if index < len(self.queues) else None
         if queue is None:
             return
-        if queue.serve(self._request):
+        fast = self._fast
+        if fast is None:
+            if queue.serve(self._request):
+                self.context.interrupt_queue(index)
+            return
+        try:
+            fast.serve(queue, self._request)
+        finally:
+            fast.take_counters(self.counters)
+        if queue.needs_interrupt():
             self.context.interrupt_queue(index)
 
     def _request(self, chain) -> int:
@@ -162,7 +183,7 @@ class VirtioBlk(VirtioDevice):
         return length % SECTOR == 0 and sector * SECTOR + length <= self.size
 
     def reset(self) -> None:
-        self.queues, self.context = [], None
+        self.queues, self.context, self._fast = [], None, None
 
     def close(self) -> None:
         if self.fd >= 0:
