@@ -10,7 +10,7 @@ entries, which changes their mtime, and a reinstall replaces the distribution's
 directory. Any of these makes the index miss, and it is rebuilt from importlib.metadata.
 
 The index lives in $XDG_CACHE_HOME/plugvm (default ~/.cache/plugvm). There is one file
-per interpreter and environment. When that directory cannot be written, each start asks
+per interpreter and environment, with a record for each of the last few sys.path[0]s. When that directory cannot be written, each start asks
 importlib.metadata, as it would without an index. PLUGVM_PLUGIN_INDEX=off does the same.
 """
 
@@ -23,7 +23,8 @@ import sys
 import zlib
 
 INDEX_ENV = "PLUGVM_PLUGIN_INDEX"
-FORMAT = 1
+FORMAT = 2
+RECORDS = 8
 
 
 class PluginEntry:
@@ -69,7 +70,7 @@ def index_path() -> str | None:
     if not os.path.isabs(base):
         return None            # no usable home (expanduser left "~"): no index
     # One file per environment; sys.path[0] (the script's directory, or "" for -c) is left out of
-    # the name, so that each script run does not leave a file behind, but it is in the key.
+    # the name, so that each script run does not leave a file behind: it picks a record inside.
     tag = zlib.crc32("\0".join([sys.executable, sys.version, *sys.path[1:]]).encode())
     return os.path.join(base, "plugvm", f"plugins-{tag:08x}.json")
 
@@ -89,27 +90,36 @@ def _from_metadata(group: str) -> tuple[list[PluginEntry], list[str]]:
     return found, read
 
 
-def _read(path: str, group: str) -> list[PluginEntry] | None:
+def _load(path: str) -> dict:
+    """The index file's records by sys.path[0], or {} when it is absent, damaged or foreign."""
     try:
         with open(path) as f:
             index = json.load(f)
-        if index.get("format") != FORMAT or index.get("group") != group:
-            return None
-        if index["sys_path"] != _state(sys.path) or index["dists"] != _state([p for p, _ in index["dists"]]):
-            return None
-        return [PluginEntry(*entry) for entry in index["entries"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None            # absent, unreadable or from another plugvm: ask importlib.metadata
+        if isinstance(index, dict) and index.get("format") == FORMAT and isinstance(index.get("records"), dict):
+            return index["records"]
+    except (OSError, ValueError):
+        pass
+    return {}
 
 
-def _write(path: str, group: str, entries: list[PluginEntry], dists: list[str], sys_path: list) -> None:
-    index = {"format": FORMAT, "group": group, "sys_path": sys_path, "dists": _state(sorted(set(dists))),
-             "entries": [e.as_json() for e in entries]}
+def _current(record, group: str) -> list[PluginEntry] | None:
+    """The record's entries if it is for `group` and nothing it was keyed on has changed."""
+    try:
+        if record["group"] != group or record["sys_path"] != _state(sys.path):
+            return None
+        if record["dists"] != _state([p for p, _ in record["dists"]]):
+            return None
+        return [PluginEntry(*entry) for entry in record["entries"]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None            # from another plugvm: ask importlib.metadata
+
+
+def _write(path: str, records: dict) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         partial = f"{path}.{os.getpid()}"
         with open(partial, "w") as f:
-            json.dump(index, f)
+            json.dump({"format": FORMAT, "records": records}, f)
         os.replace(partial, path)       # whole or not at all, for starts running side by side
     except OSError:
         pass                   # a read-only home: every start asks importlib.metadata
@@ -119,13 +129,19 @@ def entries(group: str) -> list[PluginEntry]:
     """The group's entry points, from the index when nothing on sys.path changed since it
     was written, otherwise from importlib.metadata (and the index is rewritten)."""
     path = index_path()
-    if path is not None:
-        cached = _read(path, group)
-        if cached is not None:
-            return cached
+    first = sys.path[0] if sys.path else ""
+    records = _load(path) if path is not None else {}
+    cached = _current(records.get(first), group)
+    if cached is not None:
+        return cached
     # sys.path's state is taken before asking, so a change made while asking makes the next start miss.
     sys_path = _state(sys.path)
     found, dists = _from_metadata(group)
     if path is not None:
-        _write(path, group, found, dists, sys_path)
+        # One record per sys.path[0] (`plugvm` and `python -m plugvm.cli` differ there), the
+        # newest RECORDS kept, so that starts of both kinds do not rewrite each other's.
+        records.pop(first, None)
+        records[first] = {"group": group, "sys_path": sys_path, "dists": _state(sorted(set(dists))),
+                          "entries": [e.as_json() for e in found]}
+        _write(path, dict(list(records.items())[-RECORDS:]))
     return found

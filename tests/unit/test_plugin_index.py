@@ -85,7 +85,10 @@ def test_an_entry_points_file_rewritten_in_place_makes_it_ask_again(index_home, 
     assert len(calls) == 2 and "gadget" in names and "widget" not in names
 
 
-@pytest.mark.parametrize("damage", ["{not json", '{"format": 99}', '{"format": 1, "group": "plugvm"}', "[]"])
+@pytest.mark.parametrize("damage", ["{not json", '{"format": 99}', '{"format": 2, "records": []}', "[]",
+                                    '{"format": 2, "records": {"%s": {"group": "plugvm"}}}' % sys.path[0],
+                                    '{"format": 2, "records": {"%s": {"group": "plugvm", "sys_path": 3, '
+                                    '"dists": [], "entries": [[1]]}}}' % sys.path[0]])
 def test_a_damaged_or_foreign_index_is_ignored_and_rewritten(index_home, monkeypatch, damage):
     calls = asked(monkeypatch)
     path = plugin_index.index_path()
@@ -117,3 +120,14 @@ def test_an_entry_loads_a_module_or_an_attribute_in_it():
     assert PluginEntry("x", "os:path.join", "d", "1").load() is os.path.join
     with pytest.raises(ModuleNotFoundError):
         PluginEntry("x", "plugvm_no_such_module", "d", "1").load()
+
+
+def test_starts_from_two_places_keep_a_record_each(index_home, monkeypatch):
+    """`plugvm` and `python -m plugvm.cli` differ in sys.path[0]: alternating between them
+    asks importlib.metadata once for each, not at every start."""
+    calls = asked(monkeypatch)
+    here = list(sys.path)
+    for first in ["/usr/bin", "", "/usr/bin", "", "/usr/bin"]:
+        monkeypatch.setattr(sys, "path", [first, *here[1:]])
+        assert {"disk", "net"} <= {e.name for e in plugin_index.entries(GROUP)}
+    assert len(calls) == 2
