@@ -8,7 +8,8 @@ offsets on the same (page-cached) file: the physical limit of the method. Each s
 is timed only while it serves (the device's queue_notify; the preadv loop), not
 while the test driver lays out the next round, which is the guest's work in a VM.
 Prints MB/s for 1 MiB reads and IOPS for 4 KiB random reads, the ratios, and the
-spread over --runs.
+spread over --runs; the device both as it runs (reads in C, blk.c) and with
+PLUGVM_BLK_C=off (every request in Python).
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ def offsets(kind: str, request: int, size: int, count: int) -> list[int]:
     return [rng.randrange(size // request) * request for _ in range(count)]
 
 
-def through_plugvm(path: Path, request: int, where: list[int], seconds: float) -> tuple[int, float]:
+def through_plugvm(path: Path, request: int, where: list[int], seconds: float, c: bool = True) -> tuple[int, float]:
+    """The device's own time for the requests; `c` False serves them all in Python (PLUGVM_BLK_C=off)."""
     memory = GuestMemory(BATCH * request + 8 * MiB)
     driver = DriverQueue(memory, 0x10000, 256, data_size=BATCH * (request + 64) + MiB)
     device = VirtioBlk(DiskConfig(path=path, image_type="Raw"))
+    if c:
+        os.environ.pop("PLUGVM_BLK_C", None)
+    else:
+        os.environ["PLUGVM_BLK_C"] = "off"
     queue = driver.device_queue()
     device.activate(memory, [queue], 0, RecordingContext())
     # The chains are laid out once; each round rewrites their headers' sectors and offers them
@@ -107,17 +113,22 @@ def main() -> None:
           f"{args.seconds:.0f} s each side, {BATCH} requests per notification")
     for label, request, kind in (("1 MiB sequential reads", MiB, "seq"), ("4 KiB random reads", 4096, "rand")):
         where = offsets(kind, request, size, 100_000)
-        rates: dict[str, list[float]] = {"plugvm": [], "preadv": []}
-        for _ in range(args.runs):            # alternating, so that both see the same machine
+        rates: dict[str, list[float]] = {"plugvm": [], "plugvm in Python": [], "preadv": []}
+        for _ in range(args.runs):            # alternating, so that all see the same machine
             count, busy = through_plugvm(path, request, where, args.seconds)
             rates["plugvm"].append(count / busy)
+            count, busy = through_plugvm(path, request, where, args.seconds, c=False)
+            rates["plugvm in Python"].append(count / busy)
             count, busy = through_preadv(path, request, where, args.seconds)
             rates["preadv"].append(count / busy)
         unit, scale = ("MB/s", request / 1e6) if request >= MiB else ("IOPS", 1)
         parts = [f"{name} {statistics.median(r) * scale:,.0f} {unit} (min {min(r) * scale:,.0f}, "
                  f"max {max(r) * scale:,.0f})" for name, r in rates.items()]
         ratio = statistics.median(rates["plugvm"]) / statistics.median(rates["preadv"])
-        print(f"  {label}: {'; '.join(parts)}; ratio {ratio:.2f} (median, {args.runs} runs)")
+        python = statistics.median(rates["plugvm in Python"]) / statistics.median(rates["preadv"])
+        print(f"  {label}: {'; '.join(parts)}; ratio {ratio:.2f} (median, {args.runs} runs; "
+              f"{python:.2f} with PLUGVM_BLK_C=off)")
+    os.environ.pop("PLUGVM_BLK_C", None)
     path.unlink()
     folder.rmdir()
 
