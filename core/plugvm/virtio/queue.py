@@ -209,36 +209,8 @@ class SplitQueue:
         buffers. Returns needs_interrupt(). An exception from `answer` (or from the queue,
         for a chain the guest broke) propagates: the chains answered before it stay
         published, and no interrupt is asked for (the transport then sets NEEDS_RESET)."""
-        # pop() and push() inlined: this loop is every disk request's path, and their calls and
-        # attribute lookups were a fifth of a 4 KiB read's time in the VMM (bench/blk.py).
-        avail, used, ring = self._avail, self._used, self._used_ring
-        mask, size, walk = self._mask, self.size, self._walk
-        last, next_used = self.next_avail, self.next_used
-        while True:
-            idx = avail[1]
-            if idx == last:
-                if not (self.event_idx and self._notify):
-                    break
-                self._fence()       # as in pop(): our avail_event store before the last look
-                idx = avail[1]
-                if idx == last:
-                    break
-            if (idx - last) & 0xFFFF > size:
-                raise VirtqueueError(f"avail.idx {idx} is more than the queue size {size} ahead of {last}")
-            while last != idx:
-                chain = walk(avail[2 + (last & mask)])
-                last = self.next_avail = (last + 1) & 0xFFFF
-                if self.event_idx and self._notify:
-                    used[self._avail_event] = last
-                written = answer(chain)
-                if not 0 <= written <= MAX_CHAIN_BYTES:
-                    raise VirtqueueError(f"used element length {written} does not fit a u32")
-                slot = 2 * (next_used & mask)
-                ring[slot] = chain.head
-                ring[slot + 1] = written
-                # The element is stored before the index (x86 keeps stores in order).
-                self.next_used = next_used = (next_used + 1) & 0xFFFF
-                used[1] = next_used
+        while (chain := self.pop()) is not None:
+            self.push(chain.head, answer(chain))
         return self.needs_interrupt()
 
     def needs_interrupt(self) -> bool:

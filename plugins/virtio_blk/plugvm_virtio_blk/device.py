@@ -147,13 +147,11 @@ class VirtioBlk(VirtioDevice):
         try:
             if kind == T_IN:
                 length = sum(map(len, data_in))
-                offset = sector * SECTOR
-                if length % SECTOR or offset + length > self.size:      # _in_range(), inlined: the hot path
+                if not self._in_range(sector, length):
                     return S_IOERR, 0
-                done = os.preadv(self.fd, data_in, offset) if data_in else 0
-                counters = self.counters
-                counters["read_ops"] += 1
-                counters["read_bytes"] += done
+                done = os.preadv(self.fd, data_in, sector * SECTOR) if data_in else 0
+                self.counters["read_ops"] += 1
+                self.counters["read_bytes"] += done
                 return S_OK, done
             if kind == T_OUT:
                 length = sum(map(len, data_out))
