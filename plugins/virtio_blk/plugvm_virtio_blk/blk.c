@@ -43,35 +43,29 @@ static uint8_t serve(struct blk_disk *disk, uint32_t type, uint64_t sector, stru
 		     uint32_t *written)
 {
 	uint64_t length = total(data, count);
+	int out = type == T_OUT;
 	ssize_t done = 0;
 
 	*written = 0;
-	if (type == T_IN) {
-		if (!in_range(disk, sector, length))
-			return S_IOERR;
-		if (count)
-			done = preadv(disk->fd, data, (int)count, (off_t)(sector * SECTOR));
-		if (done < 0) {
-			disk->error = errno;
-			return S_IOERR;
-		}
-		disk->read_ops++;
-		disk->read_bytes += (uint64_t)done;
-		*written = (uint32_t)done;
-		return S_OK;
-	}
-	/* T_OUT */
-	if (disk->readonly || !in_range(disk, sector, length) || (disk->protect_sector0 && sector == 0))
+	if (!in_range(disk, sector, length) || (out && (disk->readonly || (disk->protect_sector0 && sector == 0))))
 		return S_IOERR;
-	if (count)
-		done = pwritev(disk->fd, data, (int)count, (off_t)(sector * SECTOR));
+	if (count) {
+		off_t offset = (off_t)(sector * SECTOR);
+		done = out ? pwritev(disk->fd, data, (int)count, offset) : preadv(disk->fd, data, (int)count, offset);
+	}
 	if (done < 0) {
 		disk->error = errno;
 		return S_IOERR;
 	}
-	disk->write_ops++;
-	disk->write_bytes += (uint64_t)done;
-	return (uint64_t)done == length ? S_OK : S_IOERR;
+	if (out) {
+		disk->write_ops++;
+		disk->write_bytes += (uint64_t)done;
+		return (uint64_t)done == length ? S_OK : S_IOERR;
+	}
+	disk->read_ops++;
+	disk->read_bytes += (uint64_t)done;
+	*written = (uint32_t)done;
+	return S_OK;
 }
 
 int blk_serve(void *ring, const struct vq_api *api, struct blk_disk *disk)
